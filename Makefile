@@ -1,0 +1,52 @@
+# scenebench — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BASE ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(VENV)/bin/pip
+EXTRAS      ?= cpu,cluster,dev
+STORE       ?= file://./artifacts
+DATA        ?= synthetic
+ARCHS       ?= mobilenet_v2,efficientnet_b2,resnet50
+FORMATS     ?= float32,int8
+IMAGE_SIZE  ?= 64x96
+EPOCHS      ?= 3
+WEIGHTS     ?= none
+RUN_ID      ?=
+PYTEST_ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help install run test test-fast bench clean
+
+help: ## List the targets and the variables they take
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_.-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: STORE=$(STORE) DATA=$(DATA) ARCHS=$(ARCHS) FORMATS=$(FORMATS)"
+	@echo "           IMAGE_SIZE=$(IMAGE_SIZE) EPOCHS=$(EPOCHS) WEIGHTS=$(WEIGHTS) RUN_ID=$(RUN_ID)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install scenebench with pinned dependencies
+
+run: install ## Run the whole study on this machine (synthetic data by default) and print the leaderboard
+	$(PY) -m jobs.pipeline --data $(DATA) --store $(STORE) --archs $(ARCHS) --formats $(FORMATS) \
+		--image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --weights $(WEIGHTS) $(if $(RUN_ID),--run-id $(RUN_ID))
+
+test: install ## Run the test suite (what CI runs)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## Run the tests that train or convert no model
+	$(PY) -m pytest -m 'not slow and not cluster' $(PYTEST_ARGS)
+
+bench: install ## Measure pipeline throughput, measurement overhead, int8 drop and `make run` time into bench/
+	$(PY) -m bench.run --out bench/results
+
+clean: ## Remove local artifacts and caches (not .venv)
+	rm -rf artifacts .pytest_cache bench/results

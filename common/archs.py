@@ -1,0 +1,222 @@
+"""The one registry of architectures: constructor, input size, preprocessing, training recipe.
+
+CLI choices, tests and the Argo fan-out list all come from ARCHS. Adding an architecture
+is one entry here. Models take raw RGB pixels in 0..255 (float32) and include their own
+preprocessing, so a converted .tflite needs nothing but the photo resized to its input.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from common.errors import ConfigError
+
+DEFAULT_IMAGE_SIZE = (384, 576)  # height, width: CamSDD photos are 576 wide, 384 high
+NUM_CLASSES = 30
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an architecture is fine-tuned: a head phase on a frozen backbone, then the whole net."""
+
+    optimizer: Literal["adam", "sgd"]
+    head_lr: float
+    full_lr: float
+    schedule: Literal["cosine", "bit_hyperrule"]
+    batch_size: int = 32
+    head_fraction: float = 0.3  # share of epochs spent on the head when weights are pretrained
+    warmup_fraction: float = 0.05
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    sgd_momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    display: str
+    keras_app: str  # constructor name in keras.applications
+    preprocessing: Literal["mobilenet", "builtin", "caffe"]
+    imagenet_notop_file: str  # the file keras.applications downloads for weights="imagenet"
+    recipe: Recipe
+    paper_name: str | None = None
+    notes: str = ""
+    default_image_size: tuple[int, int] = field(default=DEFAULT_IMAGE_SIZE)
+
+
+ARCHS: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            name="mobilenet_v2",
+            display="MobileNetV2",
+            keras_app="MobileNetV2",
+            preprocessing="mobilenet",
+            imagenet_notop_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+            recipe=Recipe(optimizer="adam", head_lr=1e-3, full_lr=2e-4, schedule="cosine", batch_size=32),
+            paper_name="MobileNet V2",
+        ),
+        Architecture(
+            name="efficientnet_b2",
+            display="EfficientNet-B2",
+            keras_app="EfficientNetB2",
+            preprocessing="builtin",  # Rescaling + Normalization layers inside the model
+            imagenet_notop_file="efficientnetb2_notop.h5",
+            recipe=Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-4, schedule="cosine", batch_size=16,
+                          dropout=0.3),
+            paper_name="EfficientNet",
+        ),
+        Architecture(
+            name="resnet50",
+            display="ResNet50 (BiT-style)",
+            keras_app="ResNet50",
+            preprocessing="caffe",
+            imagenet_notop_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            # BiT-HyperRule: SGD momentum 0.9, base lr 0.003 per 512 images scaled by batch,
+            # linear warm-up, then x0.1 at 30%, 60% and 90% of the steps; no head-only phase.
+            recipe=Recipe(optimizer="sgd", head_lr=0.003, full_lr=0.003, schedule="bit_hyperrule",
+                          batch_size=32, head_fraction=0.0, label_smoothing=0.0, dropout=0.0),
+            notes="Keras ResNet50 fine-tuned with the BiT-HyperRule schedule",
+        ),
+    )
+}
+
+ARCH_NAMES: tuple[str, ...] = tuple(ARCHS)
+
+
+def get_arch(name: str) -> Architecture:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown architecture {name!r}; valid values: {', '.join(ARCH_NAMES)}"
+        ) from None
+
+
+def weights_dir() -> Path:
+    """Where pre-downloaded ImageNet weight files are looked for before Keras downloads them."""
+    env = os.environ.get("SCENEBENCH_WEIGHTS_DIR")
+    if env:
+        return Path(env)
+    keras_home = os.environ.get("KERAS_HOME", str(Path.home() / ".keras"))
+    return Path(keras_home) / "models"
+
+
+def _preprocess_layer(kind: str):
+    import keras
+
+    if kind == "mobilenet":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    if kind == "caffe":
+        return caffe_preprocess_class()(name="preprocess")
+    if kind == "builtin":
+        return None
+    raise ConfigError(f"unknown preprocessing {kind!r}; valid values: mobilenet, builtin, caffe")
+
+
+_CAFFE = None
+
+
+def caffe_preprocess_class():
+    """The registered Keras layer for 'caffe' preprocessing (created on first use)."""
+    global _CAFFE
+    if _CAFFE is not None:
+        return _CAFFE
+    import keras
+
+    @keras.saving.register_keras_serializable(package="scenebench")
+    class CaffePreprocess(keras.layers.Layer):
+        """RGB 0..255 -> BGR minus the ImageNet channel means (keras ResNet50's 'caffe' mode)."""
+
+        def call(self, x):
+            bgr = keras.ops.flip(x, axis=-1)
+            mean = keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+            return bgr - mean
+
+    _CAFFE = CaffePreprocess
+    return _CAFFE
+
+
+def resolve_backbone_weights(arch: Architecture, weights: str) -> str | None:
+    """'none' -> None; 'imagenet' -> a local file if one is present, else 'imagenet'
+    (Keras downloads it); a path to a backbone ('no top') weights file -> that path."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        local = weights_dir() / arch.imagenet_notop_file
+        return str(local) if local.is_file() else "imagenet"
+    return weights
+
+
+def build_model(arch_name: str, image_size: tuple[int, int], num_classes: int = NUM_CLASSES,
+                weights: str = "none", dropout: float | None = None):
+    """A Keras classifier taking (H, W, 3) float32 RGB in 0..255, ending in softmax.
+
+    `weights`: 'none', 'imagenet', a backbone weights file (.h5, as keras.applications
+    downloads), or a full-model weights file (*.weights.h5 saved by scenebench).
+    """
+    import keras
+
+    arch = get_arch(arch_name)
+    h, w = image_size
+    full_model_weights = weights.endswith(".weights.h5")
+    backbone_weights = None if full_model_weights else resolve_backbone_weights(arch, weights)
+    if backbone_weights not in (None, "imagenet") and not Path(backbone_weights).is_file():
+        raise ConfigError(f"weights file {backbone_weights!r} does not exist; give 'none', 'imagenet' or a path")
+    if full_model_weights and not Path(weights).is_file():
+        raise ConfigError(f"weights file {weights!r} does not exist")
+    ctor = getattr(keras.applications, arch.keras_app)
+    inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
+    pre = _preprocess_layer(arch.preprocessing)
+    x = pre(inputs) if pre is not None else inputs
+    try:
+        backbone = ctor(include_top=False, weights=backbone_weights, input_shape=(h, w, 3), pooling="avg")
+    except Exception as exc:  # download failures surface as many types
+        if backbone_weights == "imagenet":
+            raise ConfigError(
+                f"ImageNet weights for {arch.name} could not be loaded ({exc.__class__.__name__}: {exc}); "
+                f"place {arch.imagenet_notop_file} in {weights_dir()} (or set SCENEBENCH_WEIGHTS_DIR), "
+                "or use --weights none"
+            ) from exc
+        raise
+    backbone._name = "backbone"
+    x = backbone(x)
+    rate = arch.recipe.dropout if dropout is None else dropout
+    if rate > 0:
+        x = keras.layers.Dropout(rate, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+    model = keras.Model(inputs, outputs, name=arch.name)
+    if full_model_weights:
+        model.load_weights(weights)
+    return model
+
+
+def set_batchnorm_momentum(model, momentum: float) -> int:
+    """Set every BatchNormalization layer's momentum; returns how many were changed.
+
+    A short run (tests, smoke runs) with Keras' default 0.99 leaves the moving statistics
+    near their initial values, and inference outputs stay uniform; the trainer lowers the
+    momentum so that the averages converge within the steps actually run.
+    """
+    import keras
+
+    n = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+            n += 1
+    return n
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)

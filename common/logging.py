@@ -1,0 +1,56 @@
+"""structlog set-up: JSON lines in pods and pipes, readable console output on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+_configured = False
+
+
+def configure(level: str | None = None, json: bool | None = None) -> None:
+    """Configure structlog once per process.
+
+    JSON is chosen when stdout is not a terminal (pods, CI, pipes) unless
+    SCENEBENCH_LOG_FORMAT=console|json says otherwise.
+    """
+    global _configured
+    level = (level or os.environ.get("SCENEBENCH_LOG_LEVEL", "INFO")).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = "INFO"
+    if json is None:
+        fmt = os.environ.get("SCENEBENCH_LOG_FORMAT", "").lower()
+        json = fmt == "json" or (fmt != "console" and not sys.stderr.isatty())
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
+        # JSON lines go to stdout, where pod log collectors look; a person's terminal gets
+        # them on stderr so that stdout stays for the tables the commands print.
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout if json else sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # TensorFlow and absl chatter goes through stdlib logging; keep it out of our lines.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _configured = True
+
+
+def get_logger(**context):
+    if not _configured:
+        configure()
+    return structlog.get_logger("scenebench").bind(**context)

@@ -1,0 +1,377 @@
+"""Pydantic models of every JSON document scenebench writes; each carries schema_version.
+
+Models reject unknown keys so that a reader notices a document from a newer writer
+instead of silently dropping fields. Bump SCHEMA_VERSION on incompatible changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1"
+
+Format = Literal["float32", "int8", "float16", "dynamic"]
+FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic")
+Delegate = Literal["cpu", "gpu", "coreml"]
+DELEGATES: tuple[str, ...] = ("cpu", "gpu", "coreml")
+Backend = Literal["host", "ios"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Versioned(Doc):
+    schema_version: str = SCHEMA_VERSION
+
+
+class ArtifactRef(Doc):
+    """Where a binary artifact lives in the store and what it must hash to."""
+
+    key: str
+    sha256: str
+    size: int
+
+
+# ---------------------------------------------------------------- dataset.json
+class ClassInfo(Doc):
+    index: int
+    name: str
+    folder: str
+
+
+class ShardRef(ArtifactRef):
+    count: int
+
+
+class SplitInfo(Doc):
+    count: int
+    per_class: dict[str, int]
+    shards: list[ShardRef] = Field(default_factory=list)
+
+
+class SkippedFile(Doc):
+    path: str
+    reason: str
+
+
+class DatasetManifest(Versioned):
+    kind: Literal["dataset"] = "dataset"
+    fingerprint: str
+    source: str
+    synthetic: bool = False
+    layout: Literal["split-folders", "class-folders"]
+    numbered: bool
+    split_method: Literal["folders", "stratified-holdout"]
+    val_fraction: float | None = None
+    seed: int
+    classes: list[ClassInfo]
+    splits: dict[str, SplitInfo]
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    image_size_range: dict[str, list[int]] = Field(
+        default_factory=dict, description="min/max of [height, width] over kept images"
+    )
+    code_version: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- run.json
+class RunParams(Doc):
+    data: str
+    archs: list[str]
+    formats: list[str]
+    image_size: list[int]
+    epochs: int
+    weights: str
+    batch_size: int | None = None
+    seed: int = 0
+    runner_url: str | None = None
+    c: float = 1.0
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class RunManifest(Versioned):
+    kind: Literal["run"] = "run"
+    run_id: str
+    created_at: datetime = Field(default_factory=utcnow)
+    code_version: str
+    image: str | None = None
+    trigger: str = "manual"
+    params: RunParams
+    dataset_fingerprint: str
+    dataset_synthetic: bool = False
+
+
+# ---------------------------------------------------------------- train.json
+class EpochRecord(Doc):
+    epoch: int
+    phase: Literal["head", "full"]
+    learning_rate: float
+    loss: float
+    top1: float
+    top3: float
+    val_loss: float
+    val_top1: float
+    val_top3: float
+    seconds: float
+    images_per_s: float
+
+
+class Hardware(Doc):
+    cpu: str
+    cpu_count: int
+    gpus: list[str] = Field(default_factory=list)
+    mixed_precision: bool = False
+    strategy: str = "default"
+    replicas: int = 1
+
+
+class TrainReport(Versioned):
+    kind: Literal["train"] = "train"
+    run_id: str
+    arch: str
+    weights: str
+    image_size: list[int]
+    num_classes: int
+    epochs: int
+    batch_size: int
+    recipe: dict[str, float | int | str | bool]
+    history: list[EpochRecord]
+    best_epoch: int
+    best_val_top1: float
+    best_val_top3: float
+    last_val_top1: float
+    last_val_top3: float
+    images_per_s: float
+    wall_time_s: float
+    resumed_from_epoch: int | None = None
+    hardware: Hardware
+    model: ArtifactRef
+    dataset_fingerprint: str
+    cache_key: str
+    tensorflow_version: str
+    keras_version: str
+    code_version: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- convert.json
+class Quantization(Doc):
+    scale: float
+    zero_point: int
+
+
+class TensorInfo(Doc):
+    name: str
+    dtype: str
+    shape: list[int]
+    quantization: Quantization | None = None
+
+
+class ConvertReport(Versioned):
+    kind: Literal["convert"] = "convert"
+    run_id: str
+    arch: str
+    format: Format
+    model: ArtifactRef
+    size_mb: float
+    input: TensorInfo
+    output: TensorInfo
+    op_counts: dict[str, int]
+    converter: str
+    seconds: float
+    calibration_samples: int = 0
+    source_model_sha256: str
+    cache_key: str
+    code_version: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- eval.json
+class ClassAccuracy(Doc):
+    index: int
+    name: str
+    count: int
+    top1: float
+
+
+class EvalReport(Versioned):
+    kind: Literal["eval"] = "eval"
+    run_id: str
+    arch: str
+    format: Format
+    model_sha256: str
+    count: int
+    top1: float = Field(description="percent")
+    top3: float = Field(description="percent")
+    per_class: list[ClassAccuracy]
+    confusion: list[list[int]] = Field(description="rows: true class, columns: predicted class")
+    keras_top1: float | None = None
+    keras_top3: float | None = None
+    drop_top1: float | None = Field(default=None, description="Keras top-1 minus TFLite top-1, points")
+    drop_top3: float | None = None
+    agreement_with_keras: float | None = Field(default=None, description="percent of images whose top-1 label matches the Keras model")
+    seconds: float
+    cache_key: str
+    code_version: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- bench/<device>/<delegate>.json
+class DeviceInfo(Doc):
+    id: str = Field(description="path-safe, stable id, e.g. 'host-amd-epyc-7b13' or an iPhone UDID slug")
+    name: str
+    backend: Backend
+    model: str = Field(description="iPhone model code (iPhone13,3) or the host CPU model")
+    os: str
+    delegates: list[Delegate] = Field(default_factory=lambda: ["cpu"])
+    state: Literal["idle", "busy", "offline"] = "idle"
+
+
+class Timings(Doc):
+    """Milliseconds."""
+
+    init: float | None = None
+    first: float | None = None
+    warmup_mean: float | None = None
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p99: float | None = None
+    count: int
+
+
+class Memory(Doc):
+    """Megabytes."""
+
+    init_mb: float | None = None
+    overall_mb: float | None = None
+    peak_mb: float | None = None
+    method: str = ""
+
+
+class BenchResult(Versioned):
+    kind: Literal["bench"] = "bench"
+    run_id: str
+    arch: str
+    format: Format
+    model_sha256: str
+    device: DeviceInfo
+    delegate_requested: Delegate
+    delegate_applied: Delegate | None = None
+    status: Literal["ok", "missing"]
+    reason: str | None = None
+    num_threads: int
+    warmup_runs: int
+    num_runs: int
+    timings_ms: Timings | None = None
+    samples_ms: list[float] = Field(default_factory=list)
+    memory: Memory | None = None
+    runner: str = Field(description="'in-process' or the runner URL")
+    runner_job_id: str | None = None
+    measured_at: datetime = Field(default_factory=utcnow)
+    code_version: str
+
+
+# ---------------------------------------------------------------- results.json
+class LatencyEntry(Doc):
+    device_id: str
+    device_name: str
+    device_model: str
+    device_os: str
+    backend: Backend
+    delegate_requested: Delegate
+    delegate_applied: Delegate | None = None
+    status: Literal["ok", "missing"]
+    reason: str | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    init_ms: float | None = None
+    peak_memory_mb: float | None = None
+    score: float | None = None
+    key: str = Field(description="store key of the full bench document")
+
+
+class ModelResult(Doc):
+    arch: str
+    format: Format
+    status: Literal["ok", "failed"] = "ok"
+    reason: str | None = None
+    size_mb: float | None = None
+    sha256: str | None = None
+    top1: float | None = None
+    top3: float | None = None
+    keras_top1: float | None = None
+    drop_top1: float | None = None
+    latency: list[LatencyEntry] = Field(default_factory=list)
+    score: float | None = Field(default=None, description="MAI score on the score basis device/delegate")
+    score_runtime_s: float | None = None
+    score_basis: str | None = Field(default=None, description="which measurement the score uses, e.g. 'iPhone 12 Pro cpu' or 'host CPU (not an iPhone)'")
+    model_key: str | None = None
+
+
+class Regression(Doc):
+    arch: str
+    format: str
+    metric: str
+    device_id: str | None = None
+    delegate: str | None = None
+    baseline: float | None = None
+    current: float | None = None
+    change: float | None = None
+    kind: Literal["regression", "missing", "improvement"] = "regression"
+    detail: str = ""
+
+
+class Missing(Doc):
+    step: str
+    arch: str | None = None
+    format: str | None = None
+    device_id: str | None = None
+    delegate: str | None = None
+    reason: str
+
+
+class Results(Versioned):
+    kind: Literal["results"] = "results"
+    run_id: str
+    created_at: datetime = Field(default_factory=utcnow)
+    code_version: str
+    image: str | None = None
+    trigger: str = "manual"
+    params: RunParams
+    dataset_fingerprint: str
+    dataset_synthetic: bool
+    dataset_counts: dict[str, int]
+    classes: list[str]
+    c: float
+    score_basis: str
+    models: list[ModelResult]
+    devices: list[DeviceInfo] = Field(default_factory=list)
+    missing: list[Missing] = Field(default_factory=list)
+    baseline_run_id: str | None = None
+    regressions: list[Regression] = Field(default_factory=list)
+    train: dict[str, dict[str, float | int | str | None]] = Field(default_factory=dict)
+
+
+class Pointer(Versioned):
+    """results/latest.json: where tonight's results are."""
+
+    kind: Literal["pointer"] = "pointer"
+    run_id: str
+    results_key: str
+    report_key: str | None = None
+    leaderboard_key: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
