@@ -49,6 +49,11 @@ def keras_model(run_id: str, arch: str) -> str:
     return f"runs/{run_id}/{arch}/model/model.keras"
 
 
+def keras_val_predictions(run_id: str, arch: str) -> str:
+    """The Keras model's probabilities on the validation split (the reference for TFLite drops)."""
+    return f"runs/{run_id}/{arch}/model/val_predictions.npz"
+
+
 def checkpoint_prefix(run_id: str, arch: str) -> str:
     return f"runs/{run_id}/{arch}/checkpoints/"
 

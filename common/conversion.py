@@ -1,0 +1,112 @@
+"""Keras model -> TFLite in four formats, and what a .tflite file holds (I/O, quantization, ops).
+
+Formats:
+  float32  default conversion (the paper's "float")
+  int8     full integer: int8 kernels, uint8 input and output, calibrated on training images
+  float16  weights stored as float16, computed in float (GPU delegates like it)
+  dynamic  dynamic-range: int8 weights, float activations
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from common.errors import ConversionError
+from common.schemas import FORMATS, Quantization, TensorInfo
+
+
+def export_saved_model(model, out_dir: Path) -> Path:
+    """Export a Keras model as an inference-only SavedModel (the converter's preferred input)."""
+    out_dir = Path(out_dir)
+    model.export(str(out_dir), format="tf_saved_model", verbose=False)
+    return out_dir
+
+
+def convert(saved_model_dir: Path, fmt: str,
+            representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
+    """Convert a SavedModel to TFLite bytes in one of FORMATS."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    if fmt == "float32":
+        pass
+    elif fmt == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif fmt == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif fmt == "int8":
+        if representative is None:
+            raise ConversionError("int8 conversion needs calibration images (a representative dataset)")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        # Full integer: fail rather than silently keep float ops.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    else:
+        raise ConversionError(f"unknown format {fmt!r}; valid values: {', '.join(FORMATS)}")
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter raises many types; keep the cause
+        raise ConversionError(f"TFLite conversion to {fmt} failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+def representative_from(images: np.ndarray) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """A representative-dataset callable yielding one float32 image (1, H, W, 3) at a time."""
+    images = np.asarray(images, dtype=np.float32)
+
+    def gen():
+        for img in images:
+            yield [img[None, ...]]
+
+    return gen
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Up to n indices spread evenly over classes (round-robin over shuffled per-class lists)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    per_class = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)}
+    out: list[int] = []
+    while len(out) < n and any(per_class.values()):
+        for c in sorted(per_class):
+            if per_class[c] and len(out) < n:
+                out.append(int(per_class[c].pop()))
+    return np.array(sorted(out), dtype=np.int64)
+
+
+def _tensor_info(d: dict) -> TensorInfo:
+    scale, zp = d.get("quantization", (0.0, 0))
+    q = Quantization(scale=float(scale), zero_point=int(zp)) if scale else None
+    return TensorInfo(name=str(d["name"]), dtype=np.dtype(d["dtype"]).name,
+                      shape=[int(s) for s in d["shape"]], quantization=q)
+
+
+def inspect_tflite(model_path: Path) -> tuple[TensorInfo, TensorInfo, dict[str, int]]:
+    """Input and output tensor info and op counts, read with the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(model_path))
+    interp.allocate_tensors()
+    inputs, outputs = interp.get_input_details(), interp.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConversionError(f"{model_path}: expected one input and one output, got {len(inputs)}/{len(outputs)}")
+    ops = collections.Counter(op["op_name"] for op in interp._get_ops_details())
+    return _tensor_info(inputs[0]), _tensor_info(outputs[0]), dict(sorted(ops.items()))
+
+
+def float_ops(op_counts: dict[str, int]) -> list[str]:
+    """Ops that suggest float compute left in an int8 model (beyond the I/O (de)quantize)."""
+    return [op for op in op_counts if op in ("DEQUANTIZE",) and op_counts[op] > 0]
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.monotonic()
+    out = fn(*args, **kwargs)
+    return out, time.monotonic() - t0

@@ -1,0 +1,79 @@
+"""Run a .tflite classifier with the LiteRT interpreter over images and score it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from common.metrics import accuracy, confusion_matrix, per_class_accuracy, topk_correct
+
+
+class TFLiteClassifier:
+    """A LiteRT interpreter with the model's own input/output (de)quantization applied.
+
+    Callers give float32 RGB pixels in 0..255 at the model's input size; for integer
+    models they are quantized with the input tensor's scale/zero point, so a uint8 model
+    whose scale is ~1 sees the photo's own pixel values.
+    """
+
+    def __init__(self, model_path: str | Path, num_threads: int = 2):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.input_size = (int(self.input["shape"][1]), int(self.input["shape"][2]))
+
+    def _quantize(self, image: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(self.input["dtype"])
+        if dtype.kind == "f":
+            return image.astype(dtype)
+        scale, zp = self.input["quantization"]
+        if not scale:
+            return np.clip(np.rint(image), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+        q = np.rint(image / scale + zp)
+        return np.clip(q, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+
+    def _dequantize(self, out: np.ndarray) -> np.ndarray:
+        if np.dtype(self.output["dtype"]).kind == "f":
+            return out.astype(np.float32)
+        scale, zp = self.output["quantization"]
+        return ((out.astype(np.float32) - zp) * scale) if scale else out.astype(np.float32)
+
+    def predict_one(self, image: np.ndarray) -> np.ndarray:
+        if tuple(image.shape[:2]) != self.input_size:
+            raise ValueError(f"image {image.shape[:2]} does not match the model input {self.input_size}")
+        self.interpreter.set_tensor(self.input["index"], self._quantize(image)[None, ...])
+        self.interpreter.invoke()
+        return self._dequantize(self.interpreter.get_tensor(self.output["index"])[0])
+
+    def predict(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        probs, labels = [], []
+        for images, y in batches:
+            for img in np.asarray(images, dtype=np.float32):
+                probs.append(self.predict_one(img))
+            labels.append(np.asarray(y))
+        return np.stack(probs), np.concatenate(labels).astype(np.int64)
+
+
+def summarize(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """top-1/top-3 (percent), confusion matrix and per-class (count, top-1)."""
+    cm = confusion_matrix(labels, probs.argmax(axis=1), num_classes)
+    return {
+        "count": int(len(labels)),
+        "top1": accuracy(probs, labels, 1),
+        "top3": accuracy(probs, labels, 3),
+        "confusion": cm,
+        "per_class": per_class_accuracy(cm),
+    }
+
+
+def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
+    """Percent of samples whose top-1 class is the same under both models."""
+    return float(100.0 * (probs_a.argmax(axis=1) == probs_b.argmax(axis=1)).mean())
+
+
+__all__ = ["TFLiteClassifier", "summarize", "agreement", "topk_correct"]

@@ -1,0 +1,363 @@
+"""Fine-tuning of a registry architecture: phases, schedules, per-epoch checkpoints and resume.
+
+The library works on local paths and tf.data datasets; the train job moves files to and
+from the store. A checkpoint (`last.keras`, with optimizer state) and `state.json` are
+written after every epoch, so a restarted pod continues from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from common.archs import Architecture, Recipe, build_model, get_arch, set_batchnorm_momentum
+from common.logging import get_logger
+from common.provenance import cpu_count, cpu_model
+from common.schemas import EpochRecord, Hardware
+
+Phase = Literal["head", "full"]
+
+# When training from random weights the fine-tuning recipes do not apply (a frozen random
+# backbone learns nothing; BiT's tiny learning rate is meant for pretrained nets).
+SCRATCH_RECIPE = Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-3, schedule="cosine",
+                        head_fraction=0.0, warmup_fraction=0.05, label_smoothing=0.0, dropout=0.1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str
+    image_size: tuple[int, int]
+    epochs: int
+    num_classes: int
+    weights: str = "none"
+    batch_size: int | None = None  # None: the recipe's
+    seed: int = 0
+    bn_momentum: float | None = None  # None: chosen from the number of steps
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights != "none"
+
+
+def effective_recipe(arch: Architecture, pretrained: bool) -> Recipe:
+    return arch.recipe if pretrained else SCRATCH_RECIPE
+
+
+def plan_phases(epochs: int, pretrained: bool, head_fraction: float) -> list[Phase]:
+    """Which phase each epoch belongs to: head epochs (frozen backbone) first, then full."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    head = 0
+    if pretrained and head_fraction > 0 and epochs >= 2:
+        head = min(epochs - 1, max(1, round(epochs * head_fraction)))
+    return ["head"] * head + ["full"] * (epochs - head)
+
+
+def auto_bn_momentum(total_steps: int) -> float:
+    """BatchNorm momentum whose averaging window fits the run: ~1/4 of the steps, at most 100.
+
+    Keras' 0.99 (a 100-step window) is right for real runs; a 40-step smoke run would end
+    with moving statistics that are mostly the initial ones.
+    """
+    window = max(2.0, min(100.0, total_steps / 4.0))
+    return round(1.0 - 1.0 / window, 4)
+
+
+def phase_learning_rate(recipe: Recipe, phase: Phase, batch_size: int) -> float:
+    base = recipe.head_lr if phase == "head" else recipe.full_lr
+    if recipe.schedule == "bit_hyperrule":
+        # BiT's 0.003 is for a global batch of 512; scale linearly for other batch sizes.
+        return base * batch_size / 512.0
+    return base
+
+
+def make_schedule(recipe: Recipe, phase: Phase, phase_steps: int, batch_size: int):
+    """A Keras LearningRateSchedule for one phase (steps counted by that phase's optimizer)."""
+    import keras
+
+    peak = phase_learning_rate(recipe, phase, batch_size)
+    warmup = max(1, int(round(recipe.warmup_fraction * phase_steps))) if phase_steps > 1 else 0
+    steps = max(1, phase_steps)
+
+    if recipe.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else peak, decay_steps=max(1, steps - warmup),
+            warmup_target=peak if warmup else None, warmup_steps=warmup, alpha=0.01)
+    if recipe.schedule == "bit_hyperrule":
+        # BiT-HyperRule: linear warm-up, then x0.1 at 30 %, 60 % and 90 % of the steps.
+        bounds = sorted({max(warmup + 1, int(steps * f)) for f in (0.3, 0.6, 0.9)})
+        values = [peak * (0.1 ** i) for i in range(len(bounds) + 1)]
+        return _WarmupPiecewise(peak, warmup, bounds, values)
+    raise ValueError(f"unknown schedule {recipe.schedule!r}; valid values: cosine, bit_hyperrule")
+
+
+def _warmup_piecewise_cls():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="scenebench")
+    class WarmupPiecewise(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, peak, warmup, bounds, values):
+            self.peak, self.warmup = float(peak), int(warmup)
+            self.bounds, self.values = [int(b) for b in bounds], [float(v) for v in values]
+            self._pw = keras.optimizers.schedules.PiecewiseConstantDecay(self.bounds, self.values)
+
+        def __call__(self, step):
+            step_f = keras.ops.cast(step, "float32")
+            warm = self.peak * (step_f + 1.0) / float(max(1, self.warmup))
+            return keras.ops.where(step_f < self.warmup, warm, self._pw(step))
+
+        def get_config(self):
+            return {"peak": self.peak, "warmup": self.warmup, "bounds": self.bounds, "values": self.values}
+
+    return WarmupPiecewise
+
+
+_WP = None
+
+
+def _WarmupPiecewise(*args):
+    global _WP
+    if _WP is None:
+        _WP = _warmup_piecewise_cls()
+    return _WP(*args)
+
+
+def make_optimizer(recipe: Recipe, schedule):
+    import keras
+
+    if recipe.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule)
+    if recipe.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.sgd_momentum, nesterov=False)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid values: adam, sgd")
+
+
+def set_phase(model, phase: Phase) -> None:
+    backbone = model.get_layer("backbone")
+    backbone.trainable = phase == "full"
+
+
+def compile_for_phase(model, recipe: Recipe, phase: Phase, phase_steps: int, batch_size: int) -> None:
+    import keras
+
+    set_phase(model, phase)
+    model.compile(
+        optimizer=make_optimizer(recipe, make_schedule(recipe, phase, phase_steps, batch_size)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
+                 keras.metrics.TopKCategoricalAccuracy(k=3, name="top3")],
+    )
+
+
+def detect_hardware(mixed_precision: bool, strategy) -> Hardware:
+    import tensorflow as tf
+
+    gpus = []
+    for d in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(d)
+            gpus.append(details.get("device_name", d.name))
+        except Exception:  # details are informative only
+            gpus.append(d.name)
+    return Hardware(cpu=cpu_model(), cpu_count=cpu_count(), gpus=gpus, mixed_precision=mixed_precision,
+                    strategy=type(strategy).__name__, replicas=int(strategy.num_replicas_in_sync))
+
+
+def distribution():
+    """MirroredStrategy + mixed precision when GPUs exist; the default strategy on CPU."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return tf.distribute.get_strategy(), False
+    for g in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(g, True)
+        except RuntimeError:  # already initialised
+            pass
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return strategy, True
+
+
+@dataclass
+class TrainState:
+    """What state.json holds: how far training got, to resume after a restart."""
+
+    cache_key: str
+    epochs_done: int = 0
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    resumed_from_epoch: int | None = None
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainState":
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass
+class TrainOutcome:
+    model_path: Path
+    history: list[EpochRecord]
+    hardware: Hardware
+    recipe: dict
+    batch_size: int
+    wall_time_s: float
+    train_seconds: float
+    images_per_s: float
+    resumed_from_epoch: int | None
+    val_probs: np.ndarray
+    val_labels: np.ndarray
+
+
+def _one_hot(ds, num_classes: int):
+    import tensorflow as tf
+
+    return ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels over a finite (images, labels) dataset, in dataset order."""
+    probs, labels = [], []
+    for x, y in ds:
+        probs.append(np.asarray(model(x, training=False), dtype=np.float32))
+        labels.append(np.asarray(y))
+    return np.concatenate(probs), np.concatenate(labels).astype(np.int64)
+
+
+def train(
+    config: TrainConfig,
+    make_train_ds: Callable[[int], object],
+    make_val_ds: Callable[[int], object],
+    num_train: int,
+    workdir: Path,
+    *,
+    cache_key: str,
+    on_checkpoint: Callable[[Path, Path], None] | None = None,
+    resume: bool = True,
+) -> TrainOutcome:
+    """Train (or resume) and return the final model saved at workdir/model.keras.
+
+    make_train_ds/make_val_ds take the global batch size and return tf.data datasets of
+    (float images 0..255, int labels). `on_checkpoint(model_path, state_path)` is called
+    after each epoch's checkpoint is on local disk (the job uploads it).
+    """
+    import keras
+    import tensorflow as tf
+
+    log = get_logger(step="train", arch=config.arch)
+    started = time.monotonic()
+    arch = get_arch(config.arch)
+    recipe = effective_recipe(arch, config.pretrained)
+    strategy, mixed = distribution()
+    batch = (config.batch_size or recipe.batch_size)
+    batch = max(1, min(batch, num_train))
+    global_batch = batch * strategy.num_replicas_in_sync
+    steps_per_epoch = max(1, math.ceil(num_train / global_batch))
+    phases = plan_phases(config.epochs, config.pretrained, recipe.head_fraction)
+    phase_steps = {p: phases.count(p) * steps_per_epoch for p in ("head", "full")}
+    bn_momentum = config.bn_momentum or auto_bn_momentum(steps_per_epoch * config.epochs)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_model, ckpt_state = workdir / "last.keras", workdir / "state.json"
+    keras.utils.set_random_seed(config.seed)
+
+    state = TrainState(cache_key=cache_key)
+    model = None
+    with strategy.scope():
+        if resume and ckpt_model.is_file() and ckpt_state.is_file():
+            saved = TrainState.load(ckpt_state)
+            if saved.cache_key == cache_key and 0 < saved.epochs_done <= config.epochs:
+                _register_custom_objects()
+                model = keras.saving.load_model(ckpt_model, compile=True)
+                state = saved
+                state.resumed_from_epoch = saved.epochs_done
+                log.info("train_resumed", from_epoch=saved.epochs_done, of=config.epochs)
+            else:
+                log.info("checkpoint_ignored", reason="different inputs or finished run",
+                         checkpoint_epochs=saved.epochs_done)
+        if model is None:
+            model = build_model(config.arch, config.image_size, config.num_classes, config.weights,
+                                dropout=recipe.dropout)
+        set_batchnorm_momentum(model, bn_momentum)
+
+    train_ds = _one_hot(make_train_ds(global_batch), config.num_classes)
+    val_ds = make_val_ds(global_batch)
+    val_ds_onehot = _one_hot(val_ds, config.num_classes)
+
+    current_phase: Phase | None = None
+    if state.epochs_done > 0:
+        # The loaded optimizer belongs to the phase of the last finished epoch.
+        current_phase = phases[state.epochs_done - 1]
+        set_phase(model, current_phase)
+    for epoch in range(state.epochs_done, config.epochs):
+        phase = phases[epoch]
+        if phase != current_phase:
+            with strategy.scope():
+                compile_for_phase(model, recipe, phase, phase_steps[phase], global_batch)
+            current_phase = phase
+        t0 = time.monotonic()
+        hist = model.fit(train_ds, epochs=1, verbose=0)
+        seconds = time.monotonic() - t0
+        val = model.evaluate(val_ds_onehot, verbose=0, return_dict=True)
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        rec = EpochRecord(
+            epoch=epoch + 1, phase=phase, learning_rate=lr,
+            loss=float(hist.history["loss"][-1]), top1=100 * float(hist.history["top1"][-1]),
+            top3=100 * float(hist.history["top3"][-1]), val_loss=float(val["loss"]),
+            val_top1=100 * float(val["top1"]), val_top3=100 * float(val["top3"]),
+            seconds=round(seconds, 3), images_per_s=round(num_train / seconds, 2) if seconds > 0 else 0.0,
+        )
+        state.history.append(rec.model_dump())
+        state.epochs_done = epoch + 1
+        state.train_seconds += seconds
+        model.save(ckpt_model)
+        state.save(ckpt_state)
+        log.info("epoch_done", **{k: v for k, v in rec.model_dump().items()}, of=config.epochs)
+        if on_checkpoint:
+            on_checkpoint(ckpt_model, ckpt_state)
+
+    final = workdir / "model.keras"
+    model.save(final)
+    val_probs, val_labels = predict(model, val_ds)
+    hardware = detect_hardware(mixed, strategy)
+    history = [EpochRecord(**h) for h in state.history]
+    imgs = num_train * len(history)
+    recipe_dict = dict(recipe.as_dict(), bn_momentum=bn_momentum, steps_per_epoch=steps_per_epoch,
+                       from_scratch=not config.pretrained)
+    return TrainOutcome(
+        model_path=final, history=history, hardware=hardware, recipe=recipe_dict, batch_size=global_batch,
+        wall_time_s=round(time.monotonic() - started, 3), train_seconds=round(state.train_seconds, 3),
+        images_per_s=round(imgs / state.train_seconds, 2) if state.train_seconds else 0.0,
+        resumed_from_epoch=state.resumed_from_epoch, val_probs=val_probs, val_labels=val_labels,
+    )
+
+
+def _register_custom_objects() -> None:
+    """Make the project's custom layers and schedules known before loading a .keras file."""
+    from common.archs import caffe_preprocess_class
+
+    caffe_preprocess_class()
+    global _WP
+    if _WP is None:
+        _WP = _warmup_piecewise_cls()
+
+
+def load_keras_model(path: str | Path):
+    import keras
+
+    _register_custom_objects()
+    return keras.saving.load_model(path, compile=False)
