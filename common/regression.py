@@ -1,0 +1,394 @@
+"""Regression check of one run against a baseline run, and the choice of that baseline.
+
+Pure functions over the results objects and bench documents; the aggregate job and
+`jobs.compare` load them from the store and pass them in.
+
+How a latency change is judged (`judge_latency`)
+------------------------------------------------
+A run measures each (model, device, delegate) as N raw samples. Two runs on the same phone
+differ by more than those samples suggest: thermal state, background work and clock
+governors move a whole run up or down, and successive samples within a run are correlated.
+A significance test on the samples alone (Mann-Whitney, a t-test) therefore becomes
+"significant" for shifts of a fraction of the spread once N is 50-100, and would flag
+every night. So a slowdown is flagged only when all three hold:
+
+1. the median grew by more than ``latency_rel`` (default 10 %) of the baseline median —
+   the smallest change worth a person's attention;
+2. the growth exceeds ``latency_noise_k`` (default 2) robust standard deviations of the
+   device's run-to-run noise, estimated from the two sample sets' interquartile ranges
+   (IQR / 1.349 is the standard deviation of a normal distribution; IQR ignores the
+   occasional very slow sample that a phone produces). A shift as large as the device's
+   own spread is what two runs of the same model can show, and is not flagged;
+3. a seeded bootstrap of the difference of medians puts the lower end of its
+   ``confidence`` interval above zero: with few samples the medians themselves are
+   uncertain, and a difference that resampling can erase is not a finding.
+
+Medians, not means, because one stalled inference moves a mean by more than a real
+regression does. Improvements are judged the same way, mirrored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.errors import ConfigError
+from common.schemas import BenchResult, LatencyEntry, ModelResult, Regression, Results
+
+IQR_TO_SIGMA = 1.349
+
+
+class Thresholds(BaseModel):
+    """When a change counts; defaults suit a nightly run of tens of samples per device."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    top1_drop_pts: float = Field(1.0, ge=0, description="top-1 drop in percentage points that is a regression")
+    top3_drop_pts: float = Field(1.0, ge=0, description="top-3 drop in percentage points that is a regression")
+    latency_rel: float = Field(0.10, ge=0, description="smallest relative growth of the median latency flagged")
+    latency_noise_k: float = Field(2.0, ge=0, description="growth must exceed this many robust sigmas of the samples")
+    confidence: float = Field(0.95, gt=0, lt=1, description="bootstrap interval of the change of medians")
+    bootstrap_iterations: int = Field(2000, ge=100)
+    size_rel: float = Field(0.05, ge=0, description="relative model size growth that is a regression")
+    improvements: bool = Field(True, description="also report changes as large the other way")
+
+
+# ------------------------------------------------------------------ latency
+@dataclass(frozen=True)
+class LatencyVerdict:
+    kind: Literal["regression", "improvement"] | None
+    baseline_ms: float
+    current_ms: float
+    change_ms: float
+    change_rel: float
+    bound_ms: float  # the growth a change had to exceed
+    detail: str
+
+
+def _robust_sigma(samples: np.ndarray) -> float:
+    if samples.size < 2:
+        return 0.0
+    q75, q25 = np.percentile(samples, [75, 25])
+    return float(q75 - q25) / IQR_TO_SIGMA
+
+
+def _bootstrap_interval(base: np.ndarray, cur: np.ndarray, thresholds: Thresholds) -> tuple[float, float]:
+    # Fixed seed: the same two runs must always get the same verdict.
+    rng = np.random.default_rng(20210618)
+    n = thresholds.bootstrap_iterations
+    b = np.median(rng.choice(base, size=(n, base.size), replace=True), axis=1)
+    c = np.median(rng.choice(cur, size=(n, cur.size), replace=True), axis=1)
+    diff = c - b
+    alpha = (1.0 - thresholds.confidence) / 2.0
+    lo, hi = np.quantile(diff, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def judge_latency(
+    baseline_samples: Sequence[float],
+    current_samples: Sequence[float],
+    thresholds: Thresholds,
+) -> LatencyVerdict:
+    """Compare two sets of raw latency samples (ms) of one model on one device and delegate.
+
+    One-element sequences are accepted (a summary number when raw samples are missing);
+    then only the relative floor applies, and the detail says so.
+    """
+    base = np.asarray([s for s in baseline_samples if s is not None and np.isfinite(s)], dtype=float)
+    cur = np.asarray([s for s in current_samples if s is not None and np.isfinite(s)], dtype=float)
+    if base.size == 0 or cur.size == 0:
+        raise ValueError("judge_latency needs at least one sample on each side")
+    mb, mc = float(np.median(base)), float(np.median(cur))
+    delta = mc - mb
+    rel = delta / mb if mb > 0 else float("inf")
+    sigma = float(np.sqrt((_robust_sigma(base) ** 2 + _robust_sigma(cur) ** 2) / 2.0))
+    floor = thresholds.latency_rel * mb
+    noise = thresholds.latency_noise_k * sigma
+    bound = max(floor, noise)
+    raw = base.size >= 3 and cur.size >= 3
+    if raw:
+        lo, hi = _bootstrap_interval(base, cur, thresholds)
+        interval = f"; {thresholds.confidence:.0%} bootstrap interval of the change {lo:+.3g}..{hi:+.3g} ms"
+    else:
+        lo = hi = delta
+        interval = "; raw samples missing, compared summary numbers only"
+    detail = (
+        f"median {mb:.3g} \u2192 {mc:.3g} ms ({rel:+.1%}); threshold \u00b1{bound:.3g} ms = max("
+        f"{thresholds.latency_rel:.0%} of baseline, {thresholds.latency_noise_k:g} \u00d7 robust sigma "
+        f"{sigma:.3g} ms){interval}"
+    )
+    kind: Literal["regression", "improvement"] | None = None
+    if delta > bound and lo > 0:
+        kind = "regression"
+    elif delta < -bound and hi < 0:
+        kind = "improvement"
+    return LatencyVerdict(kind=kind, baseline_ms=mb, current_ms=mc, change_ms=delta, change_rel=rel,
+                          bound_ms=bound, detail=detail)
+
+
+# ------------------------------------------------------------------ the check
+BenchKey = tuple[str, str, str, str]  # arch, format, device_id, delegate_requested
+
+
+def _bench_index(benches: Iterable[BenchResult]) -> dict[BenchKey, BenchResult]:
+    return {(b.arch, b.format, b.device.id, b.delegate_requested): b for b in benches}
+
+
+def _samples(entry: LatencyEntry, bench: BenchResult | None) -> list[float]:
+    if bench is not None and bench.status == "ok" and bench.samples_ms:
+        return list(bench.samples_ms)
+    for value in (entry.p50_ms, entry.mean_ms):
+        if value is not None:
+            return [value]
+    if bench is not None and bench.timings_ms is not None:
+        return [bench.timings_ms.p50]
+    return []
+
+
+def _models(results: Results) -> dict[tuple[str, str], ModelResult]:
+    return {(m.arch, m.format): m for m in results.models}
+
+
+def _entries(model: ModelResult) -> dict[tuple[str, str], LatencyEntry]:
+    return {(e.device_id, e.delegate_requested): e for e in model.latency}
+
+
+def _accuracy(arch: str, fmt: str, metric: str, base: float, cur: float, limit: float,
+              thresholds: Thresholds, note: str) -> Regression | None:
+    change = cur - base
+    if change < -limit:
+        kind = "regression"
+    elif change > limit and thresholds.improvements:
+        kind = "improvement"
+    else:
+        return None
+    return Regression(arch=arch, format=fmt, metric=metric, baseline=base, current=cur, change=round(change, 4),
+                      kind=kind, detail=f"{metric} {base:.2f} \u2192 {cur:.2f} % ({change:+.2f} points; "
+                      f"threshold {limit:g} points){note}")
+
+
+def check_regressions(
+    current: Results,
+    baseline: Results,
+    current_benches: list[BenchResult],
+    baseline_benches: list[BenchResult],
+    thresholds: Thresholds | None = None,
+) -> list[Regression]:
+    """What got worse (or better, or went missing) from baseline to current.
+
+    A model or measurement present in the baseline and absent or failed now is
+    kind='missing' with the reason, never a regression: we cannot say it got worse.
+    Measurements new in the current run are not reported (nothing to compare with).
+    """
+    thresholds = thresholds or Thresholds()
+    out: list[Regression] = []
+    cur_models, base_models = _models(current), _models(baseline)
+    cur_bench, base_bench = _bench_index(current_benches), _bench_index(baseline_benches)
+    note = ""
+    if current.dataset_fingerprint != baseline.dataset_fingerprint:
+        note = (f"; the dataset changed ({baseline.dataset_fingerprint[:12]} \u2192 "
+                f"{current.dataset_fingerprint[:12]}), so accuracy is not strictly comparable")
+
+    for (arch, fmt), bm in base_models.items():
+        if bm.status != "ok":
+            continue
+        cm = cur_models.get((arch, fmt))
+        if cm is None or cm.status != "ok":
+            reason = (cm.reason if cm is not None else None) or "not in this run"
+            out.append(Regression(arch=arch, format=fmt, metric="model", kind="missing",
+                                  detail=f"{arch} {fmt} was in the baseline; now missing: {reason}"))
+            continue
+
+        for metric, limit in (("top1", thresholds.top1_drop_pts), ("top3", thresholds.top3_drop_pts)):
+            b, c = getattr(bm, metric), getattr(cm, metric)
+            if b is None:
+                continue
+            if c is None:
+                out.append(Regression(arch=arch, format=fmt, metric=metric, baseline=b, kind="missing",
+                                      detail=f"{metric} was measured in the baseline; not in this run"))
+                continue
+            r = _accuracy(arch, fmt, metric, b, c, limit, thresholds, note)
+            if r is not None:
+                out.append(r)
+
+        if bm.size_mb and cm.size_mb is not None:
+            rel = (cm.size_mb - bm.size_mb) / bm.size_mb
+            kind = None
+            if rel > thresholds.size_rel:
+                kind = "regression"
+            elif rel < -thresholds.size_rel and thresholds.improvements:
+                kind = "improvement"
+            if kind:
+                out.append(Regression(arch=arch, format=fmt, metric="size_mb", baseline=bm.size_mb,
+                                      current=cm.size_mb, change=round(cm.size_mb - bm.size_mb, 4), kind=kind,
+                                      detail=f"size {bm.size_mb:.2f} \u2192 {cm.size_mb:.2f} MB ({rel:+.1%}; "
+                                      f"threshold {thresholds.size_rel:.0%})"))
+
+        cur_entries = _entries(cm)
+        for (device_id, delegate), be in _entries(bm).items():
+            if be.status != "ok":
+                continue
+            where = f"{be.device_name} ({device_id}) {delegate}"
+            ce = cur_entries.get((device_id, delegate))
+            if ce is None or ce.status != "ok":
+                reason = (ce.reason if ce is not None else None) or "device or delegate not measured in this run"
+                out.append(Regression(arch=arch, format=fmt, metric="latency_ms", device_id=device_id,
+                                      delegate=delegate, baseline=be.p50_ms or be.mean_ms, kind="missing",
+                                      detail=f"{where} was measured in the baseline; now missing: {reason}"))
+                continue
+            bs = _samples(be, base_bench.get((arch, fmt, device_id, delegate)))
+            cs = _samples(ce, cur_bench.get((arch, fmt, device_id, delegate)))
+            if not bs or not cs:
+                continue
+            verdict = judge_latency(bs, cs, thresholds)
+            if verdict.kind is None or (verdict.kind == "improvement" and not thresholds.improvements):
+                continue
+            out.append(Regression(arch=arch, format=fmt, metric="latency_ms", device_id=device_id,
+                                  delegate=delegate, baseline=round(verdict.baseline_ms, 4),
+                                  current=round(verdict.current_ms, 4), change=round(verdict.change_ms, 4),
+                                  kind=verdict.kind, detail=f"{where}: {verdict.detail}"))
+    return out
+
+
+def count_kinds(regressions: Iterable[Regression]) -> dict[str, int]:
+    counts = {"regression": 0, "improvement": 0, "missing": 0}
+    for r in regressions:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    return counts
+
+
+# ------------------------------------------------------------------ side-by-side changes
+@dataclass(frozen=True)
+class Change:
+    """One compared number of one model, for tables meant for people."""
+
+    arch: str
+    format: str
+    metric: str  # top1, top3, size_mb, score, latency_ms
+    label: str  # column label, e.g. "top-1 %" or "iPhone 12 Pro gpu ms"
+    device_id: str | None
+    delegate: str | None
+    baseline: float | None
+    current: float | None
+    flag: str  # regression, improvement, missing, new, or ""
+    detail: str = ""
+
+    @property
+    def change(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+
+def _flag_index(regressions: Iterable[Regression]) -> dict[tuple, Regression]:
+    return {(r.arch, r.format, r.metric, r.device_id, r.delegate): r for r in regressions}
+
+
+def diff_results(current: Results, baseline: Results | None, regressions: Iterable[Regression]) -> list[Change]:
+    """Every compared number of every model of either run, with the flag the check gave it.
+
+    Latency is the median (p50) of each run, the number the check compares.
+    """
+    flags = _flag_index(regressions)
+    cur_models = _models(current)
+    base_models = _models(baseline) if baseline is not None else {}
+    keys = list(cur_models) + [k for k in base_models if k not in cur_models]
+    rows: list[Change] = []
+    for arch, fmt in keys:
+        cm, bm = cur_models.get((arch, fmt)), base_models.get((arch, fmt))
+
+        def add(metric: str, label: str, b: float | None, c: float | None,
+                device_id: str | None = None, delegate: str | None = None) -> None:
+            r = flags.get((arch, fmt, metric, device_id, delegate)) or (
+                flags.get((arch, fmt, "model", None, None)) if c is None else None)
+            flag = r.kind if r is not None else ("new" if b is None and c is not None and baseline is not None
+                                                 else "")
+            rows.append(Change(arch=arch, format=fmt, metric=metric, label=label, device_id=device_id,
+                               delegate=delegate, baseline=b, current=c, flag=flag,
+                               detail=r.detail if r is not None else ""))
+
+        def val(m: ModelResult | None, attr: str) -> float | None:
+            return getattr(m, attr) if m is not None and m.status == "ok" else None
+
+        add("top1", "top-1 %", val(bm, "top1"), val(cm, "top1"))
+        add("top3", "top-3 %", val(bm, "top3"), val(cm, "top3"))
+        add("size_mb", "size MB", val(bm, "size_mb"), val(cm, "size_mb"))
+        add("score", "score", val(bm, "score"), val(cm, "score"))
+        ce = _entries(cm) if cm is not None else {}
+        be = _entries(bm) if bm is not None else {}
+        for dev, dlg in list(ce) + [k for k in be if k not in ce]:
+            e = ce.get((dev, dlg)) or be[(dev, dlg)]
+            host = " (host CPU, not an iPhone)" if e.backend == "host" else ""
+            bv = be[(dev, dlg)].p50_ms if (dev, dlg) in be and be[(dev, dlg)].status == "ok" else None
+            cv = ce[(dev, dlg)].p50_ms if (dev, dlg) in ce and ce[(dev, dlg)].status == "ok" else None
+            add("latency_ms", f"{e.device_name} {dlg} median ms{host}", bv, cv, dev, dlg)
+    return rows
+
+
+# ------------------------------------------------------------------ baseline choice
+def _field(item: Any, name: str) -> Any:
+    if isinstance(item, dict):
+        return item.get(name)
+    return getattr(item, name, None)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, str) and value:
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    # Documents are written in UTC; a naive time is read as UTC so that it can be ordered.
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _successful(item: Any) -> bool:
+    # A history entry exists only for a run whose results.json was written; a summary may
+    # still carry a status, and a run in which no model succeeded has nothing to compare.
+    status = _field(item, "status")
+    if status is not None and str(status).lower() not in ("ok", "success", "succeeded", "complete", "completed"):
+        return False
+    models = _field(item, "models")
+    if models:
+        return any((_field(m, "status") or "ok") == "ok" for m in models)
+    return True
+
+
+def pick_baseline(history: Sequence[Any], current_run_id: str, named: str | None = None,
+                  *, before: datetime | None = None) -> Any | None:
+    """The run to compare against, from the history entries (Results or summaries with
+    run_id and created_at).
+
+    named None or 'previous': the most recent successful run other than the current one
+    (created before `before`, when given). 'none': no baseline. Anything else: that run id,
+    which must be in the history.
+    """
+    if named == "none":
+        return None
+    others = [h for h in history if _field(h, "run_id") != current_run_id]
+    if named not in (None, "", "previous"):
+        if named == current_run_id:
+            raise ConfigError(f"--baseline {named!r} is the run being aggregated; name an earlier run")
+        for h in others:
+            if _field(h, "run_id") == named:
+                return h
+        known = ", ".join(sorted({str(_field(h, 'run_id')) for h in others})) or "none"
+        raise ConfigError(f"--baseline run {named!r} is not in results/history/; known runs: {known}; "
+                          "or use previous|none")
+    candidates = []
+    for h in others:
+        created = _as_datetime(_field(h, "created_at"))
+        if created is None or not _successful(h):
+            continue
+        if before is not None and created >= _as_datetime(before):
+            continue
+        candidates.append((created, str(_field(h, "run_id")), h))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda t: (t[0], t[1]))[2]

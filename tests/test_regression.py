@@ -1,0 +1,160 @@
+"""Regression check and baseline choice on synthetic histories."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from common.errors import ConfigError
+from common.regression import Thresholds, check_regressions, diff_results, judge_latency, pick_baseline
+from tests.fixtures.results import HOST, IPHONE, MISSING_KEY, RunKnobs, build_history, build_run
+
+BASE_TIME = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+KEY = ("mobilenet_v2", "float32", IPHONE.id, "gpu")
+
+
+def pair(knobs: RunKnobs, base_knobs: RunKnobs | None = None, seeds=(1, 2)):
+    base = build_run(run_id="base", created_at=BASE_TIME, seed=seeds[0], knobs=base_knobs)
+    cur = build_run(run_id="cur", created_at=BASE_TIME + timedelta(days=1), seed=seeds[1], knobs=knobs)
+    return base, cur
+
+
+def check(base, cur, thresholds=None):
+    return check_regressions(cur.results, base.results, cur.benches, base.benches, thresholds or Thresholds())
+
+
+def of(regs, kind, metric=None):
+    return [r for r in regs if r.kind == kind and (metric is None or r.metric == metric)]
+
+
+def test_same_code_twice_flags_nothing():
+    base, cur = pair(RunKnobs())
+    regs = check(base, cur)
+    assert of(regs, "regression") == []
+    assert of(regs, "missing") == []
+
+
+def test_real_slowdown_is_flagged():
+    base, cur = pair(RunKnobs(slowdown={KEY: 1.3}))
+    regs = of(check(base, cur), "regression", "latency_ms")
+    assert [(r.arch, r.format, r.device_id, r.delegate) for r in regs] == [KEY]
+    r = regs[0]
+    assert r.current > r.baseline and r.change == pytest.approx(r.current - r.baseline, abs=1e-3)
+    assert "bootstrap" in r.detail and "median" in r.detail
+
+
+def test_noise_as_large_as_the_device_spread_is_not_flagged():
+    # A noisy device (15 % spread) whose run shifts by one spread: beyond the 10 % floor,
+    # but what two runs of the same model on that phone can show.
+    spread = {KEY: 0.15}
+    base, cur = pair(RunKnobs(slowdown={KEY: 1.15}, spread=spread), RunKnobs(spread=spread))
+    regs = check(base, cur)
+    assert not [r for r in regs if r.metric == "latency_ms" and r.kind == "regression"]
+    # and the same shift on a quiet device is a finding
+    base, cur = pair(RunKnobs(slowdown={KEY: 1.15}, spread={KEY: 0.02}), RunKnobs(spread={KEY: 0.02}))
+    assert [r.delegate for r in of(check(base, cur), "regression", "latency_ms")] == ["gpu"]
+
+
+def test_small_slowdown_below_relative_floor_is_not_flagged():
+    base, cur = pair(RunKnobs(slowdown={KEY: 1.05}, spread={KEY: 0.005}), RunKnobs(spread={KEY: 0.005}))
+    assert of(check(base, cur), "regression", "latency_ms") == []
+
+
+def test_few_samples_need_the_bootstrap_to_agree():
+    # The median moved by 30 %, beyond the floor and the spread bound, but with three
+    # samples a resample keeps the old median a quarter of the time: not a finding.
+    v = judge_latency([100.0, 100.0, 100.0], [100.0, 130.0, 131.0], Thresholds())
+    assert v.change_ms > v.bound_ms and v.kind is None
+    rng = np.random.default_rng(3)
+    v = judge_latency(rng.normal(100, 2, 30), rng.normal(140, 2, 30), Thresholds())
+    assert v.kind == "regression"
+    v = judge_latency(rng.normal(100, 2, 30), rng.normal(70, 2, 30), Thresholds())
+    assert v.kind == "improvement"
+
+
+def test_summary_numbers_only_use_relative_floor():
+    v = judge_latency([100.0], [125.0], Thresholds())
+    assert v.kind == "regression" and "summary numbers" in v.detail
+
+
+def test_missing_device_is_missing_not_regression():
+    base, cur = pair(RunKnobs(drop_devices=(IPHONE.id,)))
+    regs = check(base, cur)
+    missing = of(regs, "missing", "latency_ms")
+    assert {(r.device_id, r.delegate) for r in missing} == {(IPHONE.id, d) for d in ("cpu", "gpu", "coreml")}
+    # 6 models x 3 delegates, less the measurement that was already missing in the baseline
+    assert len(missing) == 6 * 3 - 1
+    assert of(regs, "regression") == []
+    assert all("now missing" in r.detail for r in missing)
+
+
+def test_measurement_missing_in_baseline_is_not_reported():
+    base, cur = pair(RunKnobs())
+    regs = check(base, cur)
+    assert not [r for r in regs if (r.arch, r.format, r.device_id, r.delegate) == MISSING_KEY]
+
+
+def test_failed_model_is_missing_with_reason():
+    base, cur = pair(RunKnobs())
+    m = cur.results.models[0]
+    cur.results.models[0] = m.model_copy(update={"status": "failed", "reason": "conversion failed: OOM"})
+    regs = check(base, cur)
+    r = [r for r in regs if r.metric == "model"]
+    assert len(r) == 1 and r[0].kind == "missing" and "OOM" in r[0].detail
+
+
+def test_accuracy_drop_is_flagged_and_gain_is_an_improvement():
+    base, cur = pair(RunKnobs(top1_delta={("resnet50", "int8"): -1.6, ("mobilenet_v2", "int8"): +2.0}))
+    regs = check(base, cur)
+    drops = of(regs, "regression", "top1")
+    assert [(r.arch, r.format) for r in drops] == [("resnet50", "int8")]
+    assert drops[0].change == pytest.approx(-1.6)
+    assert [(r.arch, r.format) for r in of(regs, "improvement", "top1")] == [("mobilenet_v2", "int8")]
+    # a drop inside the threshold is not flagged
+    base, cur = pair(RunKnobs(top1_delta={("resnet50", "int8"): -0.5}))
+    assert of(check(base, cur), "regression", "top1") == []
+
+
+def test_size_growth_is_flagged():
+    base, cur = pair(RunKnobs(size_factor={("efficientnet_b2", "float32"): 1.08,
+                                           ("resnet50", "float32"): 1.02}))
+    regs = of(check(base, cur), "regression", "size_mb")
+    assert [(r.arch, r.format) for r in regs] == [("efficientnet_b2", "float32")]
+
+
+def test_thresholds_are_strict():
+    with pytest.raises(Exception):
+        Thresholds(top1_drop=1.0)
+    t = Thresholds()
+    with pytest.raises(Exception):
+        t.latency_rel = 0.5
+
+
+def test_diff_results_carries_flags():
+    base, cur = pair(RunKnobs(slowdown={KEY: 1.3}))
+    regs = check(base, cur)
+    rows = diff_results(cur.results, base.results, regs)
+    flagged = [r for r in rows if r.flag == "regression"]
+    assert [(r.arch, r.format, r.device_id, r.delegate) for r in flagged] == [KEY]
+    host_rows = [r for r in rows if r.device_id == HOST.id]
+    assert host_rows and all("host CPU" in r.label for r in host_rows)
+
+
+def test_pick_baseline_previous_named_none():
+    runs = [r.results for r in build_history(4)]
+    current = runs[-1]
+    assert pick_baseline(runs, current.run_id).run_id == runs[-2].run_id
+    # order of the listing does not matter, only created_at
+    assert pick_baseline(list(reversed(runs)), current.run_id, "previous").run_id == runs[-2].run_id
+    assert pick_baseline(runs, current.run_id, "none") is None
+    assert pick_baseline(runs, current.run_id, runs[0].run_id).run_id == runs[0].run_id
+    with pytest.raises(ConfigError, match="not in results/history"):
+        pick_baseline(runs, current.run_id, "no-such-run")
+    assert pick_baseline([current], current.run_id) is None
+    # summaries as plain dicts work too; a failed run is skipped; 'before' excludes later runs
+    dicts = [{"run_id": r.run_id, "created_at": r.created_at.isoformat()} for r in runs]
+    dicts[-2]["status"] = "failed"
+    assert pick_baseline(dicts, current.run_id)["run_id"] == runs[-3].run_id
+    assert pick_baseline(dicts, "other", before=runs[1].created_at)["run_id"] == runs[0].run_id
