@@ -1,0 +1,349 @@
+"""The `ios` backend: the TFLite iOS benchmark app on attached iPhones, driven with `xcrun devicectl`.
+
+Each job: install the app once per device and runner start, copy the model and a
+`benchmark_params.json` (benchmark_model's flags, as strings) into the app's data container,
+launch the app with the console attached, and parse what benchmark_model printed.
+`parse_benchmark_log` is a pure function over that text, so it is tested on real-format
+logs without an iPhone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from common.errors import ScenebenchError
+from common.layout import slug
+from common.schemas import DeviceInfo, Memory, Timings
+from runner.api import JobRequest, JobResult
+
+DEFAULT_BUNDLE_ID = "org.tensorflow.lite.benchmark.TFLiteBenchmark"
+# Where the runner-ready app looks for its inputs, relative to the data container (RUNNER.md).
+DATA_DIR = "Documents/benchmark_data"
+MODEL_NAME = "model.tflite"
+IOS_DELEGATES = ["cpu", "gpu", "coreml"]
+
+
+class IosError(ScenebenchError):
+    """An xcrun/devicectl step failed, or the benchmark app reported a failure."""
+
+
+# ---------------------------------------------------------------- the log parser (pure)
+_NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_TIMINGS_RE = re.compile(
+    rf"Inference timings in us: Init: (?P<init>{_NUM}), First inference: (?P<first>{_NUM}), "
+    rf"Warmup \(avg\): (?P<warmup>{_NUM}), Inference \(avg\): (?P<avg>{_NUM})"
+)
+_COUNT_RE = re.compile(rf"\bcount=(?P<count>\d+)(?P<rest>(?:\s+\w+={_NUM})*)")
+_KV_RE = re.compile(rf"(\w+)=({_NUM})")
+# Newer tools say "delta from the start of the tool", older ones "Peak memory footprint".
+_MEM_DELTA_RE = re.compile(
+    rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
+    rf"init=(?P<init>{_NUM}) overall=(?P<overall>{_NUM})"
+)
+_MEM_PEAK_RE = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: (?P<peak>{_NUM})")
+_APPLIED_RE = re.compile(
+    r"Explicitly applied (?P<name>[\w .-]+?) delegate, and the model graph will be "
+    r"(?P<how>completely|partially) executed by the delegate(?: w/ (?P<kernels>\d+) delegate kernels)?"
+)
+_NOT_APPLIED_RE = re.compile(
+    r"Though (?P<name>[\w .-]+?) delegate is explicitly applied, the model graph will not be executed"
+)
+_FAILED_APPLY_RE = re.compile(r"Failed to apply (?P<name>[\w .-]+?) delegate")
+_COREML_NODES_RE = re.compile(
+    r"CoreML delegate: (?P<n>\d+) nodes delegated out of (?P<total>\d+) nodes(?:, with (?P<parts>\d+) partitions)?"
+)
+_CREATED_RE = re.compile(r"Created TensorFlow Lite (?:(?P<xnn>XNNPACK) )?delegate for (?P<name>[\w .-]+?)\.")
+_FAILURE_MARKERS = (
+    "Benchmarking failed",
+    "Failed to invoke",
+    "Failed to allocate tensors",
+    "Failed to initialize",
+    "Failed to construct interpreter",
+    "Failed to mmap model",
+    "Failed to load model",
+    "Couldn't find",
+    "Terminating app due to uncaught exception",
+)
+
+
+def normalize_delegate(name: str) -> str:
+    """benchmark_model's delegate names -> our closed set (cpu | gpu | coreml)."""
+    n = name.strip().lower().replace(" ", "")
+    if n in ("gpu", "metal", "gpudelegate", "gpuv2"):
+        return "gpu"
+    if n in ("coreml", "coremldelegate"):
+        return "coreml"
+    if n in ("xnnpack", "cpu"):
+        return "cpu"
+    raise IosError(f"unknown delegate name {name!r} in the benchmark log; expected GPU/Metal, CoreML or XNNPACK")
+
+
+def parse_benchmark_log(text: str) -> dict[str, Any]:
+    """Everything benchmark_model printed, as numbers in milliseconds and MB.
+
+    Keys: ok, error, init_ms, first_ms, warmup_mean_ms, mean_ms, std_ms, min_ms, max_ms,
+    count, p5_ms, p50_ms, p95_ms, warmup_count, memory_init_mb, memory_overall_mb,
+    memory_peak_mb, delegates ({cpu|gpu|coreml: complete|partial|none|failed}),
+    coreml_nodes ([delegated, total] or None), notes (the delegate lines verbatim).
+    Values the log does not contain are None.
+    """
+    out: dict[str, Any] = {
+        "ok": False, "error": None,
+        "init_ms": None, "first_ms": None, "warmup_mean_ms": None, "mean_ms": None,
+        "std_ms": None, "min_ms": None, "max_ms": None, "count": None,
+        "p5_ms": None, "p50_ms": None, "p95_ms": None, "warmup_count": None,
+        "memory_init_mb": None, "memory_overall_mb": None, "memory_peak_mb": None,
+        "delegates": {}, "coreml_nodes": None, "notes": [],
+    }
+    stats_lines: list[dict[str, float]] = []
+    errors: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if m := _TIMINGS_RE.search(line):
+            out["init_ms"] = float(m["init"]) / 1e3
+            out["first_ms"] = float(m["first"]) / 1e3
+            out["warmup_mean_ms"] = float(m["warmup"]) / 1e3
+            out["mean_ms"] = float(m["avg"]) / 1e3
+            continue
+        if m := _COUNT_RE.search(line):
+            kv = {k: float(v) for k, v in _KV_RE.findall(m["rest"])}
+            kv["count"] = int(m["count"])
+            stats_lines.append(kv)
+            continue
+        if m := _MEM_DELTA_RE.search(line):
+            out["memory_init_mb"] = float(m["init"])
+            out["memory_overall_mb"] = float(m["overall"])
+            continue
+        if m := _MEM_PEAK_RE.search(line):
+            out["memory_peak_mb"] = float(m["peak"])
+            continue
+        if m := _APPLIED_RE.search(line):
+            out["delegates"][normalize_delegate(m["name"])] = "complete" if m["how"] == "completely" else "partial"
+            out["notes"].append(line)
+            continue
+        if m := _NOT_APPLIED_RE.search(line):
+            out["delegates"][normalize_delegate(m["name"])] = "none"
+            out["notes"].append(line)
+            continue
+        if m := _FAILED_APPLY_RE.search(line):
+            out["delegates"][normalize_delegate(m["name"])] = "failed"
+            out["notes"].append(line)
+            errors.append(line)
+            continue
+        if m := _COREML_NODES_RE.search(line):
+            out["coreml_nodes"] = [int(m["n"]), int(m["total"])]
+            out["notes"].append(line)
+            continue
+        if _CREATED_RE.search(line):
+            out["notes"].append(line)
+            continue
+        if any(marker in line for marker in _FAILURE_MARKERS):
+            errors.append(line)
+
+    # benchmark_model prints one stats line per phase: warm-up first, then the timed runs.
+    if stats_lines:
+        timed = stats_lines[-1]
+        out["count"] = int(timed["count"])
+        for key, name in (("std", "std_ms"), ("min", "min_ms"), ("max", "max_ms"),
+                          ("p5", "p5_ms"), ("median", "p50_ms"), ("p95", "p95_ms")):
+            if key in timed:
+                out[name] = timed[key] / 1e3
+        if out["mean_ms"] is None and "avg" in timed:
+            out["mean_ms"] = timed["avg"] / 1e3
+        if len(stats_lines) > 1:
+            out["warmup_count"] = int(stats_lines[-2]["count"])
+    # A CoreML partition report of zero nodes means the graph stayed on the CPU even when
+    # the tool printed no "Though ... not executed" line.
+    if out["coreml_nodes"] is not None and out["coreml_nodes"][0] == 0:
+        out["delegates"].setdefault("coreml", "none")
+
+    fatal = [e for e in errors if not _FAILED_APPLY_RE.search(e)]
+    if fatal:
+        out["error"] = "; ".join(dict.fromkeys(errors))[:2000]
+    elif out["mean_ms"] is None:
+        out["error"] = "; ".join(["the log has no 'Inference timings' line: the benchmark did not finish",
+                                  *dict.fromkeys(errors)])[:2000]
+    # A delegate that failed to apply, in a run that then finished, is a note, not a failure.
+    out["ok"] = out["error"] is None
+    return out
+
+
+def delegate_applied(parsed: dict[str, Any], requested: str) -> str | None:
+    """Which of cpu|gpu|coreml really executed the graph, from the parsed log; None if it does not say."""
+    if requested == "cpu":
+        return "cpu"
+    if requested in ("gpu", "coreml"):
+        status = parsed["delegates"].get(requested)
+        if status in ("complete", "partial"):
+            return requested
+        if status in ("none", "failed"):
+            return "cpu"
+        return None
+    raise IosError(f"delegate {requested!r} is not one of cpu, gpu, coreml")
+
+
+def result_from_log(text: str, device: DeviceInfo, request: JobRequest) -> JobResult:
+    """A JobResult from a finished run's log; raises IosError when the run failed."""
+    p = parse_benchmark_log(text)
+    tail = "\n".join(text.strip().splitlines()[-40:])
+    if not p["ok"]:
+        raise IosError(f"benchmark app failed on {device.id}: {p['error']}\n--- log tail ---\n{tail}")
+    applied = delegate_applied(p, request.delegate)
+    notes = list(p["notes"])
+    if request.delegate != "cpu" and applied == "cpu":
+        notes.append(f"{request.delegate} was requested but the graph ran on the CPU "
+                     "(Core ML takes float models only; see the delegate lines above)")
+    if p["delegates"].get(request.delegate) == "partial":
+        notes.append(f"{request.delegate} ran only part of the graph; the rest ran on the CPU")
+    timings = None
+    partial = {k: p[k] for k in ("init_ms", "first_ms", "warmup_mean_ms", "mean_ms", "std_ms", "min_ms",
+                                 "max_ms", "p5_ms", "p50_ms", "p95_ms", "count")}
+    needed = ("mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "count")
+    if all(p[k] is not None for k in needed):
+        # benchmark_model prints no p90; the field is left for the caller to judge, not filled in.
+        try:
+            timings = Timings(init=p["init_ms"], first=p["first_ms"], warmup_mean=p["warmup_mean_ms"],
+                              mean=p["mean_ms"], std=p["std_ms"], min=p["min_ms"], max=p["max_ms"],
+                              p50=p["p50_ms"], p90=None, p99=None, count=p["count"])
+        except ValueError:
+            timings = None
+    memory = None
+    if any(p[k] is not None for k in ("memory_init_mb", "memory_overall_mb", "memory_peak_mb")):
+        memory = Memory(init_mb=p["memory_init_mb"], overall_mb=p["memory_overall_mb"],
+                        peak_mb=p["memory_peak_mb"],
+                        method="benchmark_model on the iPhone: footprint delta from the start of the tool "
+                               "(init/overall) and periodic peak monitoring (peak), as printed by the app")
+    return JobResult(device=device, delegate_requested=request.delegate, delegate_applied=applied,
+                     timings_ms=timings, partial_timings_ms=None if timings else partial,
+                     samples_ms=[], memory=memory, notes=notes, log_tail=tail[-4000:])
+
+
+# ---------------------------------------------------------------- devicectl
+def parse_devicectl_devices(doc: dict[str, Any], busy: set[str] | None = None) -> list[DeviceInfo]:
+    """`devicectl list devices --json-output` -> physical, paired iPhones/iPads as DeviceInfo."""
+    busy = busy or set()
+    out = []
+    for d in (doc.get("result") or {}).get("devices") or []:
+        hw = d.get("hardwareProperties") or {}
+        props = d.get("deviceProperties") or {}
+        conn = d.get("connectionProperties") or {}
+        if hw.get("platform") != "iOS" or hw.get("reality", "physical") != "physical":
+            continue
+        if conn.get("pairingState") not in (None, "paired"):
+            continue
+        udid = hw.get("udid") or d.get("identifier")
+        if not udid:
+            continue
+        dev_id = f"ios-{slug(udid)}"
+        # A paired phone that is not plugged in is still listed, with no usable tunnel.
+        online = bool(conn.get("transportType")) and conn.get("tunnelState") not in ("unavailable", "disconnected")
+        state = "offline" if not online else ("busy" if dev_id in busy else "idle")
+        marketing = hw.get("marketingName") or hw.get("productType") or "iOS device"
+        out.append(DeviceInfo(
+            id=dev_id,
+            name=f"{props.get('name') or marketing} ({marketing})",
+            backend="ios",
+            model=hw.get("productType") or "unknown",
+            os=f"iOS {props.get('osVersionNumber') or '?'}",
+            delegates=list(IOS_DELEGATES),
+            state=state,
+        ))
+    return out
+
+
+def benchmark_params(request: JobRequest, max_secs: float) -> dict[str, str]:
+    """benchmark_model flags for one job. The app passes each as --key=value, so all are strings."""
+    params = {
+        "graph": MODEL_NAME,
+        "num_threads": str(request.num_threads),
+        "num_runs": str(request.num_runs),
+        "warmup_runs": str(request.warmup_runs),
+        # By default the tool keeps running past num_runs until min_secs have passed; we
+        # want exactly the runs that were asked for, so that counts compare across devices.
+        "min_secs": "0",
+        "warmup_min_secs": "0",
+        "max_secs": str(int(max_secs)),
+        "report_peak_memory_footprint": "true",
+        "use_gpu": "true" if request.delegate == "gpu" else "false",
+        "use_coreml": "true" if request.delegate == "coreml" else "false",
+    }
+    if request.delegate == "gpu":
+        # Busy-wait for the GPU: the lowest latency, which is what we compare with the paper.
+        params["gpu_wait_type"] = "aggressive"
+    return params
+
+
+class IosBackend:
+    """Runs jobs on attached iPhones with `xcrun devicectl` and the TFLite benchmark app."""
+
+    name = "ios"
+
+    def __init__(self, app_path: str | Path | None, bundle_id: str = DEFAULT_BUNDLE_ID,
+                 xcrun: str = "xcrun", command_timeout_s: float = 120.0, run_timeout_s: float = 1800.0):
+        self.app_path = Path(app_path) if app_path else None
+        self.bundle_id = bundle_id
+        self.xcrun = xcrun
+        self.command_timeout_s = command_timeout_s
+        self.run_timeout_s = run_timeout_s
+        self._installed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _run(self, args: list[str], timeout_s: float | None = None) -> subprocess.CompletedProcess:
+        cmd = [self.xcrun, "devicectl", *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s or self.command_timeout_s)
+        except FileNotFoundError:
+            raise IosError(f"{self.xcrun!r} not found: install Xcode and its command-line tools (RUNNER.md)") from None
+        except subprocess.TimeoutExpired as exc:
+            raise IosError(f"`{' '.join(cmd[:4])} …` did not finish within {exc.timeout} s") from None
+        if proc.returncode != 0:
+            msg = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise IosError(f"`{' '.join(cmd[:4])} …` exited with {proc.returncode}: {' | '.join(msg)}")
+        return proc
+
+    def devices(self, busy: set[str] | None = None) -> list[DeviceInfo]:
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "devices.json"
+            self._run(["list", "devices", "--json-output", str(out)])
+            try:
+                doc = json.loads(out.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise IosError(f"devicectl wrote no readable device list: {exc}") from None
+        return parse_devicectl_devices(doc, busy)
+
+    def _udid(self, device: DeviceInfo) -> str:
+        # The id is "ios-<udid slug>"; UDIDs are hex and '-', which the slug keeps (lower-cased).
+        return device.id.removeprefix("ios-").upper()
+
+    def run(self, device: DeviceInfo, model_path: Path, request: JobRequest) -> JobResult:
+        if request.delegate not in IOS_DELEGATES:
+            raise IosError(f"delegate {request.delegate!r} is not one of {', '.join(IOS_DELEGATES)}")
+        udid = self._udid(device)
+        with self._lock:
+            need_install = udid not in self._installed
+        if need_install:
+            if self.app_path is None:
+                raise IosError("no benchmark app given: start the runner with --ios-app PATH/TFLiteBenchmark.app")
+            self._run(["device", "install", "app", "--device", udid, str(self.app_path)], timeout_s=600)
+            with self._lock:
+                self._installed.add(udid)
+        with tempfile.TemporaryDirectory() as d:
+            params_file = Path(d) / "benchmark_params.json"
+            params_file.write_text(json.dumps(benchmark_params(request, self.run_timeout_s), indent=2))
+            for src, name in ((model_path, MODEL_NAME), (params_file, "benchmark_params.json")):
+                self._run(["device", "copy", "to", "--device", udid,
+                           "--domain-type", "appDataContainer", "--domain-identifier", self.bundle_id,
+                           "--source", str(src), "--destination", f"{DATA_DIR}/{name}"], timeout_s=600)
+        # --console attaches to the app's stdout/stderr, where benchmark_model logs, and
+        # returns when the app exits (the runner-ready app exits after one benchmark).
+        proc = self._run(["device", "process", "launch", "--device", udid, "--terminate-existing",
+                          "--console", self.bundle_id], timeout_s=self.run_timeout_s)
+        return result_from_log(proc.stdout + "\n" + proc.stderr, device, request)

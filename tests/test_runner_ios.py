@@ -1,0 +1,183 @@
+"""The ios backend's xcrun/devicectl commands, checked with a stand-in `xcrun` on PATH."""
+
+import json
+import os
+import stat
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from common.hashing import sha256_file
+from runner.api import JobRequest
+from runner.ios import DATA_DIR, IosBackend, IosError
+
+LOGS = Path(__file__).parent / "data" / "ios_logs"
+UDID = "00008101-001A2C3E1234001E"
+DEVICE_ID = "ios-00008101-001a2c3e1234001e"
+
+DEVICES_JSON = {
+    "info": {"outcome": "success"},
+    "result": {"devices": [
+        {"identifier": "3C1F0D6E-7A52-4E8B-9B0A-2D6B1E4F5A11",
+         "connectionProperties": {"pairingState": "paired", "tunnelState": "connected", "transportType": "wired"},
+         "deviceProperties": {"name": "Lab 12 Pro", "osVersionNumber": "17.5.1"},
+         "hardwareProperties": {"udid": UDID, "platform": "iOS", "reality": "physical",
+                                "productType": "iPhone13,3", "marketingName": "iPhone 12 Pro"}},
+        {"identifier": "8E2A7C41-1111-4B2C-8D3E-5F6A7B8C9D0E",
+         "connectionProperties": {"pairingState": "paired", "tunnelState": "unavailable"},
+         "deviceProperties": {"name": "Drawer phone", "osVersionNumber": "16.7"},
+         "hardwareProperties": {"udid": "00008030-000A1B2C3D4E5F60", "platform": "iOS", "reality": "physical",
+                                "productType": "iPhone12,1", "marketingName": "iPhone 11"}},
+        {"identifier": "SIM-1",
+         "connectionProperties": {},
+         "deviceProperties": {"name": "Simulator"},
+         "hardwareProperties": {"udid": "SIM-1", "platform": "iOS", "reality": "virtual"}},
+    ]},
+}
+
+XCRUN = textwrap.dedent('''\
+    #!{python}
+    """Stand-in for `xcrun devicectl`: records argv, acts like the tool for the runner's commands."""
+    import json, os, shutil, sys
+    from pathlib import Path
+    args = sys.argv[1:]
+    with open(os.environ["FAKE_XCRUN_RECORD"], "a") as f:
+        f.write(json.dumps(args) + "\\n")
+    container = Path(os.environ["FAKE_XCRUN_CONTAINER"])
+    def opt(name):
+        return args[args.index(name) + 1]
+    if args[:3] == ["devicectl", "list", "devices"]:
+        Path(opt("--json-output")).write_text(os.environ["FAKE_XCRUN_DEVICES"])
+    elif args[:4] == ["devicectl", "device", "install", "app"]:
+        print("App installed")
+    elif args[:4] == ["devicectl", "device", "copy", "to"]:
+        dest = container / opt("--destination")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(opt("--source"), dest)
+    elif args[:4] == ["devicectl", "device", "process", "launch"]:
+        params = json.loads((container / "{data_dir}/benchmark_params.json").read_text())
+        logs = Path(os.environ["FAKE_XCRUN_LOGS"])
+        name = os.environ.get("FAKE_XCRUN_FORCE_LOG") or (
+            "coreml_int8_not_applied.log" if params["use_coreml"] == "true"
+            else "gpu_float_peak_only.log" if params["use_gpu"] == "true"
+            else "cpu_float_delta_memory.log")
+        sys.stderr.write((logs / name).read_text())
+    else:
+        sys.stderr.write("ERROR: unknown command " + " ".join(args) + "\\n")
+        sys.exit(64)
+''')
+
+
+@pytest.fixture
+def fake_xcrun(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "xcrun"
+    script.write_text(XCRUN.format(python=sys.executable, data_dir=DATA_DIR))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    record = tmp_path / "xcrun-calls.jsonl"
+    container = tmp_path / "container"
+    env = {"FAKE_XCRUN_RECORD": str(record), "FAKE_XCRUN_CONTAINER": str(container),
+           "FAKE_XCRUN_DEVICES": json.dumps(DEVICES_JSON), "FAKE_XCRUN_LOGS": str(LOGS),
+           "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    class Fake:
+        pass
+
+    fake = Fake()
+    fake.env, fake.record, fake.container, fake.bindir = env, record, container, bindir
+    fake.calls = lambda: [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    return fake
+
+
+def _request(delegate="cpu", **kw):
+    return JobRequest(model_url="file:///unused", model_sha256="0" * 64, device=DEVICE_ID, delegate=delegate, **kw)
+
+
+def test_devices_are_the_paired_physical_iphones(fake_xcrun):
+    devices = IosBackend(app_path="/apps/TFLiteBenchmark.app").devices()
+    assert [d.id for d in devices] == [DEVICE_ID, "ios-00008030-000a1b2c3d4e5f60"]
+    first, second = devices
+    assert first.model == "iPhone13,3" and first.os == "iOS 17.5.1" and first.backend == "ios"
+    assert "iPhone 12 Pro" in first.name and first.state == "idle"
+    assert first.delegates == ["cpu", "gpu", "coreml"]
+    assert second.state == "offline"
+    assert fake_xcrun.calls()[0][:4] == ["devicectl", "list", "devices", "--json-output"]
+
+
+def test_run_installs_copies_and_launches_with_benchmark_model_flags(fake_xcrun, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"tflite-bytes")
+    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app", bundle_id="com.example.bench")
+    device = backend.devices()[0]
+    res = backend.run(device, model, _request("gpu", num_threads=4, warmup_runs=3, num_runs=30))
+    calls = [c for c in fake_xcrun.calls() if c[:3] != ["devicectl", "list", "devices"]]
+    assert calls[0] == ["devicectl", "device", "install", "app", "--device", UDID, "/apps/TFLiteBenchmark.app"]
+    copies = [c for c in calls if c[:4] == ["devicectl", "device", "copy", "to"]]
+    assert len(copies) == 2
+    for c in copies:
+        assert c[c.index("--domain-type") + 1] == "appDataContainer"
+        assert c[c.index("--domain-identifier") + 1] == "com.example.bench"
+        assert c[c.index("--device") + 1] == UDID
+    assert calls[-1] == ["devicectl", "device", "process", "launch", "--device", UDID, "--terminate-existing",
+                         "--console", "com.example.bench"]
+    params = json.loads((fake_xcrun.container / DATA_DIR / "benchmark_params.json").read_text())
+    assert params["graph"] == "model.tflite"
+    assert (params["num_threads"], params["warmup_runs"], params["num_runs"]) == ("4", "3", "30")
+    assert params["use_gpu"] == "true" and params["use_coreml"] == "false"
+    assert params["gpu_wait_type"] == "aggressive" and params["report_peak_memory_footprint"] == "true"
+    assert all(isinstance(v, str) for v in params.values())  # the app passes each as --key=value
+    assert (fake_xcrun.container / DATA_DIR / "model.tflite").read_bytes() == b"tflite-bytes"
+    assert res.delegate_applied == "gpu" and res.device.model == "iPhone13,3"
+    assert res.memory.peak_mb == pytest.approx(187.25)
+
+    # A second job on the same phone does not reinstall the app.
+    backend.run(device, model, _request("cpu"))
+    installs = [c for c in fake_xcrun.calls() if c[:4] == ["devicectl", "device", "install", "app"]]
+    assert len(installs) == 1
+
+
+def test_int8_on_coreml_records_cpu(fake_xcrun, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app")
+    res = backend.run(backend.devices()[0], model, _request("coreml"))
+    params = json.loads((fake_xcrun.container / DATA_DIR / "benchmark_params.json").read_text())
+    assert params["use_coreml"] == "true" and "gpu_wait_type" not in params
+    assert (res.delegate_requested, res.delegate_applied) == ("coreml", "cpu")
+
+
+def test_failed_benchmark_raises_with_the_log(fake_xcrun, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_XCRUN_FORCE_LOG", "failed_invoke.log")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app")
+    with pytest.raises(IosError, match="Failed to invoke"):
+        backend.run(backend.devices()[0], model, _request("cpu"))
+
+
+def test_missing_xcrun_is_a_clear_error(tmp_path):
+    with pytest.raises(IosError, match="not found: install Xcode"):
+        IosBackend(app_path=None, xcrun=str(tmp_path / "no-xcrun")).devices()
+
+
+def test_runner_process_with_ios_backend(fake_xcrun, runner_factory, tmp_path):
+    """The real runner process drives the stand-in xcrun end to end."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"model-bytes")
+    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", "/apps/TFLiteBenchmark.app"],
+                        env=fake_xcrun.env).start()
+    from runner.client import RunnerClient, wait_for_job
+
+    client = RunnerClient(rp.url, rp.token)
+    assert [d.id for d in client.devices()][0] == DEVICE_ID
+    req = JobRequest(model_url=model.as_uri(), model_sha256=sha256_file(model), device=DEVICE_ID, delegate="coreml")
+    done = wait_for_job(client, client.submit(req), timeout_s=60)
+    assert done.result.delegate_applied == "cpu" and done.result.device.model == "iPhone13,3"
+    assert done.result.memory.peak_mb == pytest.approx(158.906)
