@@ -22,7 +22,7 @@ from common.logging import get_logger
 from common.schemas import ArtifactRef
 from common.store import open_store
 from common.store_s3 import META_SHA256, S3Store, is_transient, load_s3_settings, parse_endpoint
-from tests.fixtures.s3 import S3Server, apply_s3_env, ensure_bucket, free_port
+from tests.fixtures.s3 import FlakyProxy, S3Server, apply_s3_env, ensure_bucket, free_port
 
 MIB = 1 << 20
 
@@ -368,3 +368,35 @@ def test_server_outage_during_multipart_upload_is_survived(restartable_s3_server
     fresh = S3Store.from_uri(f"s3://{bucket}/run-test")
     out = fresh.get_file(key, tmp_path / "back.keras")
     assert sha256_file(out) == digest
+
+
+def test_tls_to_a_plain_http_server_fails_fast_with_a_hint(s3_server, monkeypatch):
+    if s3_server.secure:
+        pytest.skip("the test server speaks TLS")
+    apply_s3_env(monkeypatch, s3_server, SCENEBENCH_S3_RETRY_SECONDS="60",
+                 SCENEBENCH_S3_ENDPOINT=s3_server.endpoint.replace("http://", "https://"))
+    started = time.monotonic()
+    with pytest.raises(StoreError) as err:
+        S3Store.from_uri("s3://scenebench-test/x").stat("runs/r1/run.json")
+    assert time.monotonic() - started < 5
+    assert "use http:// in SCENEBENCH_S3_ENDPOINT" in str(err.value)
+
+
+@pytest.mark.parametrize("status,code", [(503, "SlowDown"), (500, "InternalError")])
+def test_throttling_and_server_errors_are_retried(s3_server, s3_store_uri, monkeypatch, status, code):
+    bucket, prefix = s3_store_uri[len("s3://"):].split("/", 1)
+    proxy = FlakyProxy(s3_server.endpoint, failures=3, status=status, code=code)
+    try:
+        apply_s3_env(monkeypatch, s3_server, SCENEBENCH_S3_ENDPOINT=proxy.endpoint,
+                     SCENEBENCH_S3_RETRY_SECONDS="20")
+        store = S3Store.from_uri(s3_store_uri)
+        with capture_logs() as logs:
+            info = store.put_bytes("runs/r1/run.json", b'{"ok": true}')
+            proxy.failures_left = 2
+            assert store.get_bytes("runs/r1/run.json") == b'{"ok": true}'
+        retries = [e for e in logs if e["event"] == "s3_retry"]
+        assert [e["op"] for e in retries] == ["put"] * 3 + ["get"] * 2
+        assert all(e["error"].startswith(code) for e in retries)
+        assert store.stat("runs/r1/run.json").sha256 == info.sha256
+    finally:
+        proxy.close()
