@@ -7,8 +7,24 @@ tf.train.Example with `image` (encoded JPEG or PNG bytes, RGB, EXIF orientation 
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import unicodedata
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
+
+from common import layout
+from common.errors import DatasetError
+from common.hashing import sha256_bytes, sha256_file
+from common.schemas import ClassInfo, DatasetManifest, ShardRef, SkippedFile, SplitInfo
 
 # ---------------------------------------------------------------- TFRecord reading (tf.data)
 
@@ -50,7 +66,14 @@ def decode_resize(image_bytes, image_size: tuple[int, int]):
     """
     tf = _tf()
     h, w = int(image_size[0]), int(image_size[1])
-    img = tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8)
+    image_bytes = tf.convert_to_tensor(image_bytes, dtype=tf.string)
+    # TF's default JPEG IDCT is the fast, approximate one (pixels off by up to ~7 levels);
+    # the accurate one gives exactly what Pillow and libjpeg's defaults give.
+    img = tf.cond(
+        tf.io.is_jpeg(image_bytes),
+        lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8),
+    )
     img.set_shape([None, None, 3])
     img = tf.image.resize(tf.cast(img, tf.float32), (h, w), method="bilinear", antialias=False)
     img.set_shape([h, w, 3])
@@ -125,3 +148,607 @@ def iter_examples(shard_paths: Sequence[str | Path]) -> Iterator[tuple[bytes, in
     for record in tf.data.TFRecordDataset([str(p) for p in shard_paths]):
         ex = tf.io.parse_single_example(record, spec)
         yield ex["image"].numpy(), int(ex["label"].numpy()), ex["path"].numpy().decode("utf-8")
+
+
+# ---------------------------------------------------------------- discovery
+
+# Bump when the stored bytes or the split rule change: it is part of the fingerprint, so
+# datasets prepared by older code are prepared again instead of being silently reused.
+FORMAT_VERSION = 1
+
+TRAIN = "train"
+VALIDATION = "validation"
+SplitName = Literal["train", "validation"]
+Layout = Literal["split-folders", "class-folders"]
+
+TRAIN_SPELLINGS = frozenset({"train", "training"})
+VAL_SPELLINGS = frozenset({"val", "valid", "validation"})
+TEST_SPELLINGS = frozenset({"test", "testing"})  # not used: CamSDD's test labels are not public
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif",
+                              ".tif", ".tiff", ".heic", ".heif"})
+# Operating-system litter: never images, never worth a line in dataset.json.
+JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".directory", "icon\r"})
+JUNK_DIRS = frozenset({"__macosx", ".trash", ".trashes", ".spotlight-v100", ".fseventsd", "@eadir"})
+
+MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 9459 x 9459)
+MAX_WRAPPER_DEPTH = 4
+SHARD_MAX_IMAGES = 1000
+SHARD_MAX_BYTES = 128 << 20
+
+_NUMBERED = re.compile(r"^(\d+)(?:[_\-. ]+(.*))?$")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One file that should be an image of a class."""
+
+    split: str  # "train" or "validation" with split folders; "" before a hold-out split
+    folder: str  # class folder name
+    path: Path  # on disk (may be a symlink)
+    rel: str  # relative to the source root, '/'-separated: what dataset.json and records show
+    rel_in_class: str  # relative to the class folder: what the fingerprint uses
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a source folder holds, hashed but not decoded; enough to know the fingerprint."""
+
+    source_root: Path
+    data_root: Path  # source_root, or the folder found inside single wrapping folders
+    layout: Layout
+    numbered: bool
+    classes: tuple[ClassInfo, ...]
+    candidates: tuple[Candidate, ...]
+    ignored: tuple[str, ...]  # junk and non-image files, relative to source_root
+    unreadable: tuple[SkippedFile, ...]  # broken links, unreadable files: skipped before decoding
+    split_method: Literal["folders", "stratified-holdout"]
+    val_fraction: float | None
+    seed: int
+    fingerprint: str
+    split_dirs: dict[str, str] = field(default_factory=dict)  # "train" -> "training" as spelled on disk
+
+    def class_path(self, folder: str, split: str = "") -> Path:
+        if self.layout == "split-folders":
+            return self.data_root / self.split_dirs[split] / folder
+        return self.data_root / folder
+
+
+def _is_junk(name: str) -> bool:
+    low = name.lower()
+    # AppleDouble '._x.jpg' files carry Finder metadata, not pixels; other dot-files are hidden.
+    return low in JUNK_NAMES or name.startswith(".")
+
+
+def _visible_dirs(path: Path) -> list[Path]:
+    out = []
+    for p in sorted(path.iterdir()):
+        if p.name.startswith(".") or p.name.lower() in JUNK_DIRS:
+            continue
+        if p.is_dir():
+            out.append(p)
+    return out
+
+
+def _loose_images(path: Path) -> list[Path]:
+    return [p for p in sorted(path.iterdir())
+            if p.is_file() and not _is_junk(p.name) and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def _split_folders(path: Path) -> dict[str, Path]:
+    """{'train': dir, 'validation': dir, 'test': dir} found directly in path (any spelling)."""
+    found: dict[str, list[Path]] = {}
+    for d in _visible_dirs(path):
+        low = d.name.lower()
+        kind = (TRAIN if low in TRAIN_SPELLINGS else VALIDATION if low in VAL_SPELLINGS
+                else "test" if low in TEST_SPELLINGS else None)
+        if kind:
+            found.setdefault(kind, []).append(d)
+    for kind, dirs in found.items():
+        if len(dirs) > 1:
+            raise DatasetError(
+                f"{path} holds more than one {kind} folder ({', '.join(d.name for d in dirs)}); keep one"
+            )
+    return {k: v[0] for k, v in found.items()}
+
+
+def find_data_root(root: Path) -> Path:
+    """Descend through single wrapping folders (CamSDD/CamSDD/..., an unzipped archive's top folder)."""
+    cur = root
+    for _ in range(MAX_WRAPPER_DEPTH):
+        if _split_folders(cur):
+            return cur
+        dirs = _visible_dirs(cur)
+        if len(dirs) == 1 and not _loose_images(cur):
+            cur = dirs[0]
+            continue
+        return cur
+    return cur
+
+
+def parse_class_folders(folders: Sequence[str], where: Path) -> tuple[list[ClassInfo], bool]:
+    """Class folders -> classes in index order, and whether they were numbered.
+
+    '<n>_<Name>' folders give index n-1 and must be numbered exactly 1..N; otherwise the
+    order is sorted(), the order Keras' image_dataset_from_directory uses.
+    """
+    if not folders:
+        raise DatasetError(
+            f"no class folders in {where}: put each class's images in its own folder "
+            "(e.g. 1_Portrait/, 2_Group_Portrait/ or cats/, dogs/), optionally under training/ and validation/"
+        )
+    if len(folders) < 2:
+        raise DatasetError(
+            f"only one class folder ({folders[0]}) in {where}: a classifier needs at least two classes"
+        )
+    matches = {f: _NUMBERED.match(f) for f in folders}
+    numbered = [f for f, m in matches.items() if m]
+    plain = [f for f, m in matches.items() if not m]
+    if numbered and plain:
+        raise DatasetError(
+            f"class folders in {where} mix numbered and un-numbered names: numbered {sorted(numbered)}, "
+            f"un-numbered {sorted(plain)}; name all as <number>_<Name> (1..N) or none"
+        )
+    if not numbered:
+        return [ClassInfo(index=i, name=_display(f), folder=f) for i, f in enumerate(sorted(folders))], False
+    by_number: dict[int, list[str]] = {}
+    for f in folders:
+        by_number.setdefault(int(matches[f].group(1)), []).append(f)
+    dups = {n: sorted(fs) for n, fs in by_number.items() if len(fs) > 1}
+    if dups:
+        listing = "; ".join(f"{n}: {', '.join(fs)}" for n, fs in sorted(dups.items()))
+        raise DatasetError(f"class folders in {where} share a number ({listing}); each number 1..N once")
+    expected = set(range(1, len(folders) + 1))
+    if set(by_number) != expected:
+        missing = sorted(expected - set(by_number))
+        extra = sorted(set(by_number) - expected)
+        raise DatasetError(
+            f"numbered class folders in {where} must be numbered 1..{len(folders)} without gaps: "
+            f"missing {missing}, unexpected {[by_number[n][0] for n in extra]}"
+        )
+    classes = []
+    for n in sorted(by_number):
+        f = by_number[n][0]
+        rest = matches[f].group(2)
+        classes.append(ClassInfo(index=n - 1, name=_display(rest) if rest else f, folder=f))
+    return classes, True
+
+
+def _display(folder_part: str) -> str:
+    """'Sunrise_Sunset' -> 'Sunrise Sunset'."""
+    return " ".join(folder_part.replace("_", " ").split())
+
+
+def _walk_class(class_dir: Path, source_root: Path,
+                ignored: list[str], unreadable: list[SkippedFile]) -> list[tuple[str, Path, str]]:
+    """Image candidates under class_dir, recursively, following symlinks without looping."""
+    found = []
+    seen: set[tuple[int, int]] = set()
+    top = class_dir.resolve()
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        st = os.stat(dirpath)
+        real = Path(dirpath).resolve()
+        # A symlink to a folder already walked, or to the class folder or one of its parents,
+        # would loop (or pull in other classes): skip it.
+        if (st.st_dev, st.st_ino) in seen or (real != top and top.is_relative_to(real)):
+            ignored.append(_rel(Path(dirpath), source_root) + "/")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d.lower() not in JUNK_DIRS)
+        base = Path(dirpath)
+        for name in sorted(filenames):
+            p = base / name
+            rel = _rel(p, source_root)
+            if _is_junk(name) or p.suffix.lower() not in IMAGE_EXTENSIONS:
+                ignored.append(rel)
+                continue
+            if not p.exists():
+                unreadable.append(SkippedFile(path=rel, reason="broken symbolic link"))
+                continue
+            if not p.is_file():
+                ignored.append(rel)
+                continue
+            found.append((rel, p, _rel(p, class_dir)))
+    return found
+
+
+def _rel(p: Path, base: Path) -> str:
+    # NFC: macOS writes decomposed Unicode names; the same photo must fingerprint the same.
+    return unicodedata.normalize("NFC", p.relative_to(base).as_posix())
+
+
+def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers: int | None = None) -> Scan:
+    """Find the classes and image candidates under root, hash them and compute the fingerprint.
+
+    Nothing is decoded here, so a source prepared before is recognised cheaply.
+    """
+    source_root = Path(root).expanduser()
+    if not source_root.exists():
+        raise DatasetError(f"data folder {source_root} does not exist; give --data PATH, s3://bucket/prefix or synthetic")
+    if not source_root.is_dir():
+        raise DatasetError(f"data path {source_root} is not a folder; give the folder that holds the class folders")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    data_root = find_data_root(source_root)
+    splits = _split_folders(data_root)
+    ignored: list[str] = []
+    unreadable: list[SkippedFile] = []
+    raw: list[tuple[str, Path, str, str, str]] = []  # rel, path, rel_in_class, split, folder
+    split_dirs: dict[str, str] = {}
+    if splits:
+        if TRAIN not in splits:
+            raise DatasetError(
+                f"{data_root} has a {splits.get(VALIDATION, splits.get('test')).name}/ folder but no "
+                "training folder; add training/ (or train/) with one folder per class"
+            )
+        extra = [d.name for d in _visible_dirs(data_root)
+                 if d not in splits.values()]
+        if extra:
+            raise DatasetError(
+                f"{data_root} holds split folders and also {extra}; move those into training/ or remove them"
+            )
+        per_split = {k: [d.name for d in _visible_dirs(v)] for k, v in splits.items() if k != "test"}
+        if VALIDATION in per_split and set(per_split[TRAIN]) != set(per_split[VALIDATION]):
+            only_t = sorted(set(per_split[TRAIN]) - set(per_split[VALIDATION]))
+            only_v = sorted(set(per_split[VALIDATION]) - set(per_split[TRAIN]))
+            raise DatasetError(
+                f"training and validation class folders differ in {data_root}: only in "
+                f"{splits[TRAIN].name}/: {only_t}; only in {splits[VALIDATION].name}/: {only_v}; "
+                "both must hold the same class folders"
+            )
+        classes, numbered = parse_class_folders(per_split[TRAIN], splits[TRAIN])
+        for split in per_split:
+            split_dirs[split] = splits[split].name
+            for c in classes:
+                for rel, p, in_class in _walk_class(splits[split] / c.folder, source_root, ignored, unreadable):
+                    raw.append((rel, p, in_class, split, c.folder))
+        layout_kind: Layout = "split-folders"
+        has_val = VALIDATION in per_split
+    else:
+        folders = [d.name for d in _visible_dirs(data_root)]
+        classes, numbered = parse_class_folders(folders, data_root)
+        for c in classes:
+            for rel, p, in_class in _walk_class(data_root / c.folder, source_root, ignored, unreadable):
+                raw.append((rel, p, in_class, "", c.folder))
+        layout_kind = "class-folders"
+        has_val = False
+
+    def digest(item):
+        rel, p, in_class, split, folder = item
+        try:
+            return Candidate(split=split, folder=folder, path=p, rel=rel, rel_in_class=in_class,
+                             sha256=sha256_file(p))
+        except OSError as exc:
+            return SkippedFile(path=rel, reason=f"unreadable: {exc.strerror or exc}")
+
+    with ThreadPoolExecutor(max_workers=_workers(workers)) as pool:
+        hashed = list(pool.map(digest, raw))
+    candidates = tuple(c for c in hashed if isinstance(c, Candidate))
+    unreadable.extend(s for s in hashed if isinstance(s, SkippedFile))
+    split_method = "folders" if has_val else "stratified-holdout"
+    fp = fingerprint(candidates, split_method=split_method, val_fraction=val_fraction, seed=seed)
+    s = Scan(
+        source_root=source_root, data_root=data_root, layout=layout_kind, numbered=numbered,
+        classes=tuple(classes), candidates=candidates, ignored=tuple(sorted(ignored)),
+        unreadable=tuple(sorted(unreadable, key=lambda f: f.path)), split_method=split_method,
+        val_fraction=None if has_val else val_fraction, seed=seed, fingerprint=fp, split_dirs=split_dirs,
+    )
+    return s
+
+
+def _workers(workers: int | None) -> int:
+    if workers:
+        return workers
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(2, min(8, n))
+
+
+def fingerprint(candidates: Sequence[Candidate], *, split_method: str, val_fraction: float, seed: int) -> str:
+    """sha256 over (split, class folder, path in class, file sha256) and the parameters that change the result.
+
+    Paths are taken inside the class folder, so renaming the root, a wrapping folder or
+    spelling train/ as training/ keeps the fingerprint. The seed and validation fraction
+    only shape a hold-out split, so they count only when there is one.
+    """
+    entries = sorted([c.split, c.folder, c.rel_in_class, c.sha256] for c in candidates)
+    params: dict = {"format_version": FORMAT_VERSION, "split_method": split_method}
+    if split_method == "stratified-holdout":
+        params.update(val_fraction=round(float(val_fraction), 6), seed=int(seed))
+    elif split_method != "folders":
+        raise ValueError(f"unknown split method {split_method!r}; valid values: folders, stratified-holdout")
+    text = json.dumps({"files": entries, "params": params}, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------- decoding and conversion
+
+class SkipImage(Exception):
+    """This file cannot be used as an image; the message is the reason stored in dataset.json."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    data: bytes | None  # None: keep the original file's bytes
+    height: int
+    width: int
+    fmt: Literal["jpeg", "png"]
+
+
+def _to_rgb(im):
+    from PIL import Image
+
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        # 16-bit samples use 0..65535; Pillow's convert() would clip them to white.
+        scale = 257.0 if mode.startswith("I;16") or arr.max() > 255 else 1.0
+        grey = np.clip(np.round(arr / scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        # Transparent areas are shown on white by every viewer; black would change the scene.
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def prepare_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> PreparedImage:
+    """Decode fully with Pillow; say whether the original bytes can be stored or give PNG bytes.
+
+    Original bytes are kept for plain RGB JPEGs without an EXIF rotation (TF decodes them to
+    the same pixels); anything else is converted to RGB, rotated upright and stored as PNG.
+    Raises SkipImage with the reason when the file is not a usable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise SkipImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # We apply our own pixel limit below; Pillow's warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise SkipImage(f"too large: {w}x{h} = {w * h} pixels exceeds the {max_pixels}-pixel "
+                                    "decompression-bomb guard")
+                fmt = im.format
+                im.load()  # first frame of an animation; raises on truncated data
+                orientation = im.getexif().get(0x0112, 1)
+                if fmt in ("JPEG", "MPO") and im.mode == "RGB" and orientation in (None, 0, 1):
+                    return PreparedImage(data=None, height=h, width=w, fmt="jpeg")
+                upright = ImageOps.exif_transpose(im) if orientation not in (None, 0, 1) else im
+                rgb = _to_rgb(upright)
+                out = io.BytesIO()
+                rgb.save(out, format="PNG")
+                return PreparedImage(data=out.getvalue(), height=rgb.height, width=rgb.width, fmt="png")
+    except SkipImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise SkipImage(f"too large: {exc}") from None
+    except UnidentifiedImageError:
+        ext = Path(name).suffix.lower()
+        if ext in (".heic", ".heif"):
+            raise SkipImage("HEIC/HEIF cannot be decoded here (no HEIF support in Pillow); "
+                            "convert it to JPEG, or install pillow-heif") from None
+        raise SkipImage("not an image: Pillow cannot identify its format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc) or exc.__class__.__name__
+        if "truncated" in text.lower():
+            raise SkipImage(f"truncated image: {text}") from None
+        raise SkipImage(f"cannot decode: {text}") from None
+
+
+def _register_heif() -> None:
+    # HEIC photos straight off an iPhone decode when pillow-heif happens to be installed.
+    try:
+        import pillow_heif  # type: ignore[import-not-found]
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # optional: absent or broken means HEIC files are skipped with a reason
+        pass
+
+
+# ---------------------------------------------------------------- preparation
+
+@dataclass
+class Prepared:
+    manifest: DatasetManifest
+    shard_files: list[tuple[str, Path]]  # (store key, local file), in write order
+    ignored: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Item:
+    cand: Candidate
+    label: int
+    height: int
+    width: int
+    stored: Path  # file whose bytes go into the record (original, or staged PNG)
+
+
+def build(
+    s: Scan,
+    out_dir: str | Path,
+    *,
+    source: str,
+    code_version: str,
+    synthetic: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    shard_max_images: int = SHARD_MAX_IMAGES,
+    shard_max_bytes: int = SHARD_MAX_BYTES,
+    workers: int | None = None,
+) -> Prepared:
+    """Decode every candidate once, split, write TFRecord shards into out_dir; return the manifest.
+
+    out_dir receives the shard files under their store key names (without the datasets/<fp>/
+    prefix); the caller uploads them, then dataset.json.
+    """
+    import tensorflow as tf
+
+    _register_heif()
+    out_dir = Path(out_dir)
+    staging = out_dir / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    label_of = {c.folder: c.index for c in s.classes}
+
+    def work(i_cand: tuple[int, Candidate]):
+        i, cand = i_cand
+        try:
+            data = cand.path.read_bytes()
+        except OSError as exc:
+            return SkippedFile(path=cand.rel, reason=f"unreadable: {exc.strerror or exc}")
+        if sha256_bytes(data) != cand.sha256:
+            raise DatasetError(f"{cand.path} changed while it was being prepared; run prepare again")
+        try:
+            img = prepare_image(data, cand.path.name, max_pixels=max_pixels)
+        except SkipImage as exc:
+            return SkippedFile(path=cand.rel, reason=str(exc))
+        stored = cand.path
+        if img.data is None:
+            # TF's decoder is stricter than Pillow's on some damaged JPEGs; a record training
+            # cannot decode would stop an epoch on the GPU, so such files are stored as PNG.
+            try:
+                shape = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE").shape
+                ok = tuple(shape[:2]) == (img.height, img.width)
+            except (tf.errors.InvalidArgumentError, tf.errors.OpError):
+                ok = False
+            if not ok:
+                img = _png_of(data, img)
+        if img.data is not None:
+            stored = staging / f"{i:07d}.png"
+            stored.write_bytes(img.data)
+        return _Item(cand=cand, label=label_of[cand.folder], height=img.height, width=img.width, stored=stored)
+
+    with ThreadPoolExecutor(max_workers=_workers(workers)) as pool:
+        results = list(pool.map(work, enumerate(s.candidates)))
+    items = [r for r in results if isinstance(r, _Item)]
+    skipped = sorted(list(s.unreadable) + [r for r in results if isinstance(r, SkippedFile)],
+                     key=lambda f: f.path)
+
+    if s.split_method == "folders":
+        by_split = {TRAIN: [it for it in items if it.cand.split == TRAIN],
+                    VALIDATION: [it for it in items if it.cand.split == VALIDATION]}
+    elif s.split_method == "stratified-holdout":
+        by_split = stratified_split(items, s.val_fraction or 0.0, s.seed)
+    else:
+        raise ValueError(f"unknown split method {s.split_method!r}; valid values: folders, stratified-holdout")
+    _check_no_empty_class(s, by_split, skipped)
+
+    # Training records in a fixed pseudo-random order (seeded by the content) so that a
+    # bounded shuffle buffer still mixes classes; validation in class, then path order.
+    train = sorted(by_split[TRAIN], key=lambda it: it.cand.rel)
+    random.Random(s.fingerprint).shuffle(train)
+    val = sorted(by_split[VALIDATION], key=lambda it: (it.label, it.cand.rel))
+
+    shard_files: list[tuple[str, Path]] = []
+    splits: dict[str, SplitInfo] = {}
+    for split, split_items in ((TRAIN, train), (VALIDATION, val)):
+        refs, files = _write_shards(s.fingerprint, split, split_items, out_dir, shard_max_images, shard_max_bytes)
+        shard_files.extend(files)
+        per_class = {c.folder: 0 for c in s.classes}
+        for it in split_items:
+            per_class[it.cand.folder] += 1
+        splits[split] = SplitInfo(count=len(split_items), per_class=per_class, shards=refs)
+    shutil.rmtree(staging, ignore_errors=True)
+
+    manifest = DatasetManifest(
+        fingerprint=s.fingerprint, source=source, synthetic=synthetic, layout=s.layout, numbered=s.numbered,
+        split_method=s.split_method, val_fraction=s.val_fraction, seed=s.seed, classes=list(s.classes),
+        splits=splits, skipped=skipped, image_size_range=_size_range(items), code_version=code_version,
+    )
+    return Prepared(manifest=manifest, shard_files=shard_files, ignored=s.ignored)
+
+
+def _png_of(data: bytes, img: PreparedImage) -> PreparedImage:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = _to_rgb(im)
+        out = io.BytesIO()
+        rgb.save(out, format="PNG")
+    return PreparedImage(data=out.getvalue(), height=img.height, width=img.width, fmt="png")
+
+
+def stratified_split(items: Sequence, val_fraction: float, seed: int) -> dict[str, list]:
+    """Per class, a seeded random val_fraction of the images (at least one when a class has two)."""
+    by_class: dict[int, list] = {}
+    for it in items:
+        by_class.setdefault(it.label, []).append(it)
+    out: dict[str, list] = {TRAIN: [], VALIDATION: []}
+    for label in sorted(by_class):
+        members = sorted(by_class[label], key=lambda it: it.cand.rel)
+        n = len(members)
+        n_val = 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
+        chosen = set(random.Random(f"{seed}/{label}").sample(range(n), n_val))
+        for i, it in enumerate(members):
+            out[VALIDATION if i in chosen else TRAIN].append(it)
+    return out
+
+
+def _check_no_empty_class(s: Scan, by_split: dict[str, list], skipped: list[SkippedFile]) -> None:
+    problems = []
+    splits = [TRAIN, VALIDATION] if s.split_method == "folders" else [TRAIN]
+    for split in splits:
+        present = {it.cand.folder for it in by_split[split]}
+        for c in s.classes:
+            if c.folder in present:
+                continue
+            where = s.class_path(c.folder, split) if s.split_method == "folders" else s.data_root / c.folder
+            prefix = _rel(where, s.source_root) + "/" if where != s.source_root else ""
+            n_skipped = sum(1 for f in skipped if f.path.startswith(prefix))
+            detail = f" ({n_skipped} file(s) skipped as unusable, listed in the log)" if n_skipped else ""
+            problems.append(f"{where}{detail}")
+    if problems:
+        raise DatasetError(
+            "class folder(s) with no usable images: " + "; ".join(problems)
+            + ". Add readable JPEG/PNG images to each, or remove the folder (from training and validation alike)"
+        )
+
+
+def _size_range(items: Sequence[_Item]) -> dict[str, list[int]]:
+    if not items:
+        return {}
+    return {"min": [min(it.height for it in items), min(it.width for it in items)],
+            "max": [max(it.height for it in items), max(it.width for it in items)]}
+
+
+def _write_shards(fp: str, split: str, items: Sequence[_Item], out_dir: Path,
+                  max_images: int, max_bytes: int) -> tuple[list[ShardRef], list[tuple[str, Path]]]:
+    """Shards of at most max_images records / about max_bytes each, named <split>-i-of-n."""
+    import tensorflow as tf
+
+    groups: list[list[_Item]] = []
+    size = 0
+    for it in items:
+        n = it.stored.stat().st_size
+        if not groups or len(groups[-1]) >= max_images or (groups[-1] and size + n > max_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(it)
+        size += n
+    if not groups:
+        groups = [[]]  # an empty split still gets one (empty) shard, so readers need no special case
+    refs, files = [], []
+    prefix = layout.dataset_prefix(fp)
+    for i, group in enumerate(groups):
+        key = layout.dataset_shard(fp, split, i, len(groups))
+        path = out_dir / key[len(prefix):]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(path)) as w:
+            for it in group:
+                w.write(serialize_example(it.stored.read_bytes(), it.label, it.cand.rel))
+        refs.append(ShardRef(key=key, sha256=sha256_file(path), size=path.stat().st_size, count=len(group)))
+        files.append((key, path))
+    return refs, files

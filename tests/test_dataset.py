@@ -46,7 +46,7 @@ def test_load_split_shapes_dtypes_labels_in_order(tmp_path):
     first = batches[0][0].numpy()
     # PNG (blue) is exact after a bilinear resize of a flat image; JPEG (red) is close.
     assert np.allclose(first[0], [10, 10, 200])
-    assert np.allclose(first[1], [200, 10, 10], atol=4)
+    assert np.allclose(first[1], [200, 10, 10], atol=4)  # JPEG of a flat colour: close
     assert first.min() >= 0 and first.max() <= 255
 
 
@@ -75,3 +75,298 @@ def test_decode_resize_matches_tf_resize_of_pillow_pixels():
     want = tf.image.resize(pixels.astype(np.float32), (12, 20), method="bilinear", antialias=False).numpy()
     assert got.shape == (12, 20, 3) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# ---------------------------------------------------------------- discovery and layouts
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+from common.errors import DatasetError  # noqa: E402
+from tests.fixtures.data import (  # noqa: E402
+    BLUE, GREEN, RED, class_tree, image_bytes, jpeg_bytes, noisy_jpeg_bytes, write,
+)
+
+
+def _build(s, tmp_path, **kw):
+    return ds.build(s, tmp_path / "out", source="test", code_version="test", **kw)
+
+
+def _records(prepared, split):
+    paths = [p for k, p in prepared.shard_files if f"/{split}-" in k]
+    return list(ds.iter_examples(paths))
+
+
+def test_split_folders_layout_numbered_ordering(tmp_path):
+    names = [f"{i}_Class_{chr(96 + i)}" for i in range(1, 13)]
+    root = tmp_path / "src"
+    class_tree(root, {n: 2 for n in names}, split="training")
+    class_tree(root, {n: 1 for n in names}, split="validation")
+    s = ds.scan(root)
+    assert s.layout == "split-folders" and s.numbered and s.split_method == "folders"
+    # numeric, not lexicographic: 10_ comes after 9_, not after 1_
+    assert [c.folder for c in s.classes] == names
+    assert [c.index for c in s.classes] == list(range(12))
+    assert s.classes[9].name == "Class j" and s.classes[9].folder == "10_Class_j"
+    prepared = _build(s, tmp_path)
+    m = prepared.manifest
+    assert m.splits["train"].count == 24 and m.splits["validation"].count == 12
+    assert m.splits["validation"].per_class["10_Class_j"] == 1
+    assert m.val_fraction is None
+    labels = sorted(label for _, label, _ in _records(prepared, "train"))
+    assert labels == sorted(list(range(12)) * 2)
+
+
+def test_class_folders_layout_alphabetical_and_holdout(tmp_path):
+    root = class_tree(tmp_path / "src", {"zebra": 10, "Apple": 10, "mango": 3, "kiwi": 2})
+    s = ds.scan(root, val_fraction=0.2, seed=5)
+    assert s.layout == "class-folders" and not s.numbered and s.split_method == "stratified-holdout"
+    assert [c.folder for c in s.classes] == ["Apple", "kiwi", "mango", "zebra"]  # sorted(), as Keras does
+    m = _build(s, tmp_path).manifest
+    assert m.splits["validation"].per_class == {"Apple": 2, "kiwi": 1, "mango": 1, "zebra": 2}
+    assert m.splits["train"].per_class == {"Apple": 8, "kiwi": 1, "mango": 2, "zebra": 8}
+    assert m.val_fraction == 0.2 and m.seed == 5
+
+
+def test_holdout_is_seeded_and_stratified(tmp_path):
+    root = class_tree(tmp_path / "src", {"a": 20, "b": 20, "c": 20})
+
+    def val_paths(seed):
+        s = ds.scan(root, val_fraction=0.25, seed=seed)
+        return sorted(p for _, _, p in _records(ds.build(s, tmp_path / f"o{seed}-{len(os.listdir(tmp_path))}",
+                                                         source="t", code_version="t"), "validation"))
+
+    first, again, other = val_paths(1), val_paths(1), val_paths(2)
+    assert first == again and first != other
+    assert [sum(p.startswith(c + "/") for p in first) for c in "abc"] == [5, 5, 5]
+    assert ds.scan(root, seed=1).fingerprint != ds.scan(root, seed=2).fingerprint
+
+
+@pytest.mark.parametrize("folders, message", [
+    (["1_a", "3_c"], r"1\.\.2 without gaps: missing \[2\], unexpected \['3_c'\]"),
+    (["1_a", "1_b", "2_c"], r"share a number \(1: 1_a, 1_b\)"),
+    (["1_a", "2_b", "cats"], r"mix numbered and un-numbered.*\['cats'\]"),
+])
+def test_bad_numbering_is_an_error_naming_the_folders(tmp_path, folders, message):
+    root = class_tree(tmp_path / "src", {f: 1 for f in folders})
+    with pytest.raises(DatasetError, match=message):
+        ds.scan(root)
+
+
+def test_train_val_class_mismatch(tmp_path):
+    root = tmp_path / "src"
+    class_tree(root, {"1_a": 2, "2_b": 2, "3_c": 2}, split="train")
+    class_tree(root, {"1_a": 1, "2_b": 1, "3_x": 1}, split="val")
+    with pytest.raises(DatasetError, match=r"only in train/: \['3_c'\]; only in val/: \['3_x'\]"):
+        ds.scan(root)
+
+
+def test_no_class_folders_and_missing_root(tmp_path):
+    loose = tmp_path / "loose"
+    write(loose / "a.jpg", jpeg_bytes())
+    with pytest.raises(DatasetError, match=f"no class folders in {loose}"):
+        ds.scan(loose)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no class folders"):
+        ds.scan(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="does not exist"):
+        ds.scan(tmp_path / "nope")
+    only_val = tmp_path / "onlyval"
+    class_tree(only_val, {"a": 1, "b": 1}, split="validation")
+    with pytest.raises(DatasetError, match="no training folder"):
+        ds.scan(only_val)
+
+
+def test_empty_class_stops_with_the_path(tmp_path):
+    root = class_tree(tmp_path / "src", {"a": 3, "b": 3})
+    (root / "c").mkdir()
+    write(root / "c" / "broken.jpg", b"")
+    write(root / "c" / "notes.txt", b"hello")
+    s = ds.scan(root)
+    with pytest.raises(DatasetError, match=f"{root / 'c'} \\(1 file\\(s\\) skipped"):
+        _build(s, tmp_path)
+    split = tmp_path / "split"
+    class_tree(split, {"a": 2, "b": 2}, split="training")
+    class_tree(split, {"a": 1}, split="validation")
+    (split / "validation" / "b").mkdir()
+    with pytest.raises(DatasetError, match=str(split / "validation" / "b")):
+        _build(ds.scan(split), tmp_path)
+
+
+def test_wrapping_folders_and_macosx_are_descended(tmp_path):
+    inner = tmp_path / "zip" / "CamSDD" / "CamSDD"
+    class_tree(inner, {"1_Portrait": 2, "2_Group_Portrait": 2}, split="training")
+    class_tree(inner, {"1_Portrait": 1, "2_Group_Portrait": 1}, split="validation")
+    write(tmp_path / "zip" / "__MACOSX" / "CamSDD" / "._CamSDD", b"\x00\x05\x16\x07")
+    write(tmp_path / "zip" / ".DS_Store", b"junk")
+    s = ds.scan(tmp_path / "zip")
+    assert s.data_root == inner and s.layout == "split-folders"
+    assert [c.name for c in s.classes] == ["Portrait", "Group Portrait"]
+    assert all(c.rel.startswith("CamSDD/CamSDD/training/") or c.rel.startswith("CamSDD/CamSDD/validation/")
+               for c in s.candidates)
+
+
+# ---------------------------------------------------------------- odd files
+
+def _odd_tree(root):
+    """Class 'cats' holds every kind of odd file; 'dogs' is plain."""
+    cats = root / "cats"
+    write(cats / "good.jpg", jpeg_bytes(RED))
+    write(cats / "UPPER.JPG", jpeg_bytes(GREEN))
+    write(cats / "progressive.jpeg", jpeg_bytes(BLUE, progressive=True))
+    write(cats / "nested" / "deeper" / "inside.Jpeg", jpeg_bytes(RED))
+    write(cats / "cmyk.jpg", image_bytes(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG", quality=95))
+    write(cats / "gray.png", image_bytes(Image.new("L", (20, 10), 100), "PNG"))
+    write(cats / "palette.PNG", image_bytes(Image.new("RGB", (20, 10), BLUE).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"))
+    rgba = Image.new("RGBA", (20, 10), (255, 0, 0, 255))
+    rgba.paste((0, 0, 0, 0), (10, 0, 20, 10))  # right half fully transparent
+    write(cats / "rgba.png", image_bytes(rgba, "PNG"))
+    write(cats / "deep16.png", image_bytes(Image.fromarray(np.full((10, 20), 32896, np.uint16)), "PNG"))
+    frames = [Image.new("RGB", (20, 10), RED), Image.new("RGB", (20, 10), BLUE)]
+    write(cats / "anim.gif", image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100))
+    write(cats / "pic.webp", image_bytes(Image.new("RGB", (20, 10), GREEN), "WEBP", lossless=True))
+    write(cats / "pic.bmp", image_bytes(Image.new("RGB", (20, 10), GREEN), "BMP"))
+    # EXIF orientation 6 ("rotate 90° clockwise to display"): stored 40 wide x 20 high, left half red.
+    sideways = Image.new("RGB", (40, 20), BLUE)
+    sideways.paste(RED, (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    write(cats / "rotated.jpg", image_bytes(sideways, "JPEG", quality=95, exif=exif.tobytes()))
+    # unusable files, each with its own reason
+    write(cats / "empty.jpg", b"")
+    good = jpeg_bytes(RED, size=(64, 64))
+    noisy = noisy_jpeg_bytes(1, size=(64, 64))
+    write(cats / "truncated.jpg", noisy[: len(noisy) // 2])
+    write(cats / "fake.jpg", b"this is a text file, not a picture\n")
+    write(cats / "photo.heic", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    write(cats / "huge.png", image_bytes(Image.new("RGB", (300, 300), GREEN), "PNG"))
+    # junk, ignored without a reason
+    write(cats / ".DS_Store", b"\x00\x00\x00\x01Bud1")
+    write(cats / "._good.jpg", b"\x00\x05\x16\x07" + good[:50])
+    write(cats / "Thumbs.db", b"junk")
+    write(cats / "desktop.ini", b"[.ShellClassInfo]")
+    write(cats / "README.txt", b"cat pictures")
+    write(cats / ".hidden.jpg", good)
+    write(cats / "__MACOSX" / "x.jpg", good)
+    # links: to a file (followed), dangling, and folder loops (not followed)
+    os.symlink(cats / "good.jpg", cats / "link.jpg")
+    os.symlink(cats / "nowhere.jpg", cats / "dangling.jpg")
+    os.symlink(cats, cats / "nested" / "loop")
+    os.symlink(root, cats / "up")
+    class_tree(root, {"dogs": 3})
+    return root
+
+
+def test_odd_files_are_converted_skipped_or_ignored(tmp_path):
+    root = _odd_tree(tmp_path / "src")
+    s = ds.scan(root, val_fraction=0.1)
+    prepared = _build(s, tmp_path, max_pixels=200 * 200)
+    m = prepared.manifest
+    reasons = {f.path: f.reason for f in m.skipped}
+    assert set(reasons) == {"cats/empty.jpg", "cats/truncated.jpg", "cats/fake.jpg", "cats/photo.heic",
+                            "cats/huge.png", "cats/dangling.jpg"}
+    assert reasons["cats/empty.jpg"] == "empty file (0 bytes)"
+    assert "truncated" in reasons["cats/truncated.jpg"]
+    assert "not an image" in reasons["cats/fake.jpg"]
+    assert "HEIC" in reasons["cats/photo.heic"]
+    assert "decompression-bomb" in reasons["cats/huge.png"]
+    assert "broken symbolic link" in reasons["cats/dangling.jpg"]
+    ignored = set(prepared.ignored)
+    assert {"cats/.DS_Store", "cats/._good.jpg", "cats/Thumbs.db", "cats/desktop.ini", "cats/README.txt",
+            "cats/.hidden.jpg"} <= ignored
+    assert not any("__MACOSX" in p for p in ignored) and not any("__MACOSX" in p for p in reasons)
+
+    records = {p: (img, label) for split in ("train", "validation") for img, label, p in _records(prepared, split)}
+    kept = {"cats/good.jpg", "cats/UPPER.JPG", "cats/progressive.jpeg", "cats/nested/deeper/inside.Jpeg",
+            "cats/cmyk.jpg", "cats/gray.png", "cats/palette.PNG", "cats/rgba.png", "cats/deep16.png",
+            "cats/anim.gif", "cats/pic.webp", "cats/pic.bmp", "cats/rotated.jpg", "cats/link.jpg",
+            "dogs/000.jpg", "dogs/001.jpg", "dogs/002.jpg"}
+    assert set(records) == kept
+    assert m.splits["train"].count + m.splits["validation"].count == len(kept)
+    assert {label for p, (_, label) in records.items() if p.startswith("dogs/")} == {1}
+
+    def pixels(path):
+        return ds.decode_resize(records[path][0], (10, 20)).numpy() if path != "cats/rotated.jpg" else None
+
+    # Plain RGB JPEGs are stored byte for byte; the rest are PNG after conversion.
+    for p in ("cats/good.jpg", "cats/UPPER.JPG", "cats/progressive.jpeg", "cats/link.jpg"):
+        assert records[p][0] == (root / p).read_bytes()
+    for p in ("cats/cmyk.jpg", "cats/gray.png", "cats/deep16.png", "cats/anim.gif", "cats/pic.webp"):
+        assert records[p][0].startswith(b"\x89PNG"), p
+    assert np.allclose(pixels("cats/cmyk.jpg")[5, 10], (255, 0, 0), atol=12)
+    assert np.allclose(pixels("cats/gray.png")[5, 10], (100, 100, 100))
+    assert np.allclose(pixels("cats/deep16.png")[5, 10], (128, 128, 128))  # 16-bit scaled, not clipped
+    assert np.allclose(pixels("cats/palette.PNG")[5, 10], BLUE)
+    assert np.allclose(pixels("cats/anim.gif")[5, 10], RED, atol=8)  # first frame
+    assert np.allclose(pixels("cats/rgba.png")[5, 2], (255, 0, 0))
+    assert np.allclose(pixels("cats/rgba.png")[5, 17], (255, 255, 255))  # transparent -> white
+    # EXIF rotation applied: 20 wide x 40 high, the red (left) half is now on top.
+    rot = ds.decode_resize(records["cats/rotated.jpg"][0], (40, 20)).numpy()
+    assert records["cats/rotated.jpg"][0].startswith(b"\x89PNG")
+    assert np.allclose(rot[5, 10], RED, atol=12) and np.allclose(rot[35, 10], BLUE, atol=12)
+    assert m.image_size_range == {"min": [10, 20], "max": [40, 40]}
+
+
+def test_shards_decode_to_the_pixels_pillow_sees(tmp_path):
+    from PIL import ImageOps
+
+    root = _odd_tree(tmp_path / "src")
+    prepared = _build(ds.scan(root), tmp_path, max_pixels=200 * 200)
+    for split in ("train", "validation"):
+        for data, _, rel in _records(prepared, split):
+            with Image.open(root / rel) as im:
+                im.load()
+                want = np.asarray(ds._to_rgb(ImageOps.exif_transpose(im)))
+            got = ds.decode_resize(data, want.shape[:2]).numpy()
+            # decode_resize uses libjpeg's accurate IDCT, so even JPEGs match Pillow exactly.
+            assert np.abs(got - want).max() == 0, rel
+
+
+def test_shards_split_by_count(tmp_path):
+    root = class_tree(tmp_path / "src", {"a": 6, "b": 5})
+    prepared = _build(ds.scan(root, val_fraction=0.2), tmp_path, shard_max_images=4)
+    m = prepared.manifest
+    train = m.splits["train"].shards
+    assert [r.count for r in train] == [4, 4, 1]  # 9 training images: 5 of a, 4 of b
+    assert [r.key.rsplit("/", 1)[1] for r in train] == [
+        "train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]
+    assert all(r.key.startswith(f"datasets/{m.fingerprint}/") for r in train)
+    local = dict(prepared.shard_files)
+    from common.hashing import sha256_file
+
+    assert all(sha256_file(local[r.key]) == r.sha256 and local[r.key].stat().st_size == r.size for r in train)
+
+
+# ---------------------------------------------------------------- fingerprints
+
+def test_fingerprint_stability(tmp_path):
+    root = tmp_path / "one"
+    class_tree(root, {"1_a": 3, "2_b": 3}, split="training")
+    class_tree(root, {"1_a": 1, "2_b": 1}, split="validation")
+    fp = ds.scan(root).fingerprint
+    assert ds.scan(root).fingerprint == fp
+    renamed = tmp_path / "renamed"
+    shutil.copytree(root, renamed)
+    assert ds.scan(renamed).fingerprint == fp
+    # other spellings of the split folders and a wrapping folder change nothing either
+    wrapped = tmp_path / "w" / "CamSDD"
+    shutil.copytree(root / "training", wrapped / "train")
+    shutil.copytree(root / "validation", wrapped / "val")
+    assert ds.scan(tmp_path / "w").fingerprint == fp
+    # junk does not count; a changed byte does
+    write(renamed / "training" / "1_a" / ".DS_Store", b"junk")
+    assert ds.scan(renamed).fingerprint == fp
+    victim = renamed / "training" / "1_a" / "000.jpg"
+    data = bytearray(victim.read_bytes())
+    data[-3] ^= 0x01
+    victim.write_bytes(bytes(data))
+    assert ds.scan(renamed).fingerprint != fp
+    # split folders: seed and val_fraction do not shape the result, so they do not count
+    assert ds.scan(root, seed=3, val_fraction=0.3).fingerprint == fp
+
+
+def test_same_source_prepares_identical_shards(tmp_path):
+    root = class_tree(tmp_path / "src", {"a": 4, "b": 4})
+    a = _build(ds.scan(root), tmp_path / "1").manifest
+    b = _build(ds.scan(root), tmp_path / "2").manifest
+    assert a.splits == b.splits
