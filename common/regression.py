@@ -302,30 +302,36 @@ def diff_results(current: Results, baseline: Results | None, regressions: Iterab
         cm, bm = cur_models.get((arch, fmt)), base_models.get((arch, fmt))
 
         def add(metric: str, label: str, b: float | None, c: float | None,
-                device_id: str | None = None, delegate: str | None = None) -> None:
+                device_id: str | None = None, delegate: str | None = None, gap: str = "") -> None:
             r = flags.get((arch, fmt, metric, device_id, delegate)) or (
                 flags.get((arch, fmt, "model", None, None)) if c is None else None)
             flag = r.kind if r is not None else ("new" if b is None and c is not None and baseline is not None
                                                  else "")
             rows.append(Change(arch=arch, format=fmt, metric=metric, label=label, device_id=device_id,
                                delegate=delegate, baseline=b, current=c, flag=flag,
-                               detail=r.detail if r is not None else ""))
+                               detail=r.detail if r is not None else (gap if c is None else "")))
 
         def val(m: ModelResult | None, attr: str) -> float | None:
             return getattr(m, attr) if m is not None and m.status == "ok" else None
 
-        add("top1", "top-1 %", val(bm, "top1"), val(cm, "top1"))
-        add("top3", "top-3 %", val(bm, "top3"), val(cm, "top3"))
-        add("size_mb", "size MB", val(bm, "size_mb"), val(cm, "size_mb"))
-        add("score", "score", val(bm, "score"), val(cm, "score"))
+        model_gap = "" if cm is not None and cm.status == "ok" else (
+            (cm.reason if cm is not None else None) or "not in this run")
+
+        add("top1", "top-1 %", val(bm, "top1"), val(cm, "top1"), gap=model_gap)
+        add("top3", "top-3 %", val(bm, "top3"), val(cm, "top3"), gap=model_gap)
+        add("size_mb", "size MB", val(bm, "size_mb"), val(cm, "size_mb"), gap=model_gap)
+        add("score", "score", val(bm, "score"), val(cm, "score"), gap=model_gap)
         ce = _entries(cm) if cm is not None else {}
         be = _entries(bm) if bm is not None else {}
         for dev, dlg in list(ce) + [k for k in be if k not in ce]:
             e = ce.get((dev, dlg)) or be[(dev, dlg)]
-            host = " (host CPU, not an iPhone)" if e.backend == "host" else ""
+            host = ""
+            if e.backend == "host":
+                host = " (not an iPhone)" if "host cpu" in e.device_name.lower() else " (host CPU, not an iPhone)"
             bv = be[(dev, dlg)].p50_ms if (dev, dlg) in be and be[(dev, dlg)].status == "ok" else None
             cv = ce[(dev, dlg)].p50_ms if (dev, dlg) in ce and ce[(dev, dlg)].status == "ok" else None
-            add("latency_ms", f"{e.device_name} {dlg} median ms{host}", bv, cv, dev, dlg)
+            reason = (ce[(dev, dlg)].reason if (dev, dlg) in ce else None) or model_gap or "not measured in this run"
+            add("latency_ms", f"{e.device_name} {dlg} median ms{host}", bv, cv, dev, dlg, gap=reason)
     return rows
 
 

@@ -1,0 +1,84 @@
+"""`python -m jobs.compare` on two fixture runs written to a local store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from common import layout
+from common.store import LocalStore
+from jobs import compare
+from tests.fixtures.results import IPHONE, FixtureRun, RunKnobs, build_run
+
+SLOW = ("mobilenet_v2", "float32", IPHONE.id, "gpu")
+
+
+def write_run(store: LocalStore, run: FixtureRun) -> None:
+    for b in run.benches:
+        store.put_json(layout.bench_json(b.run_id, b.arch, b.format, b.device.id, b.delegate_requested), b)
+    store.put_json(layout.results_json(run.results.run_id), run.results)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = LocalStore(tmp_path / "artifacts")
+    write_run(s, build_run(run_id="run-a", created_at=datetime(2026, 11, 24, 2, tzinfo=timezone.utc), seed=1))
+    write_run(s, build_run(run_id="run-b", created_at=datetime(2026, 11, 25, 2, tzinfo=timezone.utc), seed=2,
+                           knobs=RunKnobs(slowdown={SLOW: 1.3}, top1_delta={("resnet50", "int8"): -2.0},
+                                          size_factor={("efficientnet_b2", "int8"): 0.5})))
+    return s
+
+
+def test_parser_has_positional_runs_and_threshold_flags():
+    p = compare.build_parser()
+    args = p.parse_args(["a", "b", "--store", "file:///x", "--latency-rel", "0.2", "--fail-on-regression"])
+    assert (args.run_a, args.run_b, args.latency_rel, args.fail_on_regression) == ("a", "b", "0.2", True)
+
+
+def test_compare_prints_what_changed(store, capsys):
+    assert compare.main(["run-a", "run-b", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "baseline  A  run-a" in out and "current   B  run-b" in out
+    lines = out.splitlines()
+    slow = [l for l in lines if "iPhone 12 Pro gpu median ms" in l and l.rstrip().endswith("REGRESSION")]
+    assert len(slow) == 1  # only MobileNetV2 float32 on the GPU
+    block = out[out.index("mobilenet_v2 float32"):out.index("mobilenet_v2 int8")]
+    assert slow[0] in block
+    acc = out[out.index("resnet50 int8"):]
+    assert any("top-1 %" in l and "REGRESSION" in l for l in acc.splitlines()[:6])
+    assert any("size MB" in l and "improved" in l for l in out[out.index("efficientnet_b2 int8"):].splitlines()[:6])
+    assert "host CPU (AMD EPYC 7B13) cpu median ms (not an iPhone)" in out
+    assert "2 regression(s), 1 improvement(s), 0 missing since A" in out
+    # the missing coreml measurement shows as a gap, not a number
+    eff = out[out.index("efficientnet_b2 int8"):out.index("resnet50 float32")]
+    coreml = next(l for l in eff.splitlines() if "Core ML" in l or "coreml" in l)
+    assert "\u2014" in coreml and "Core ML delegate rejected" in coreml
+
+
+def test_fail_on_regression_exits_non_zero(store, capsys):
+    assert compare.main(["run-a", "run-b", "--store", store.uri, "--fail-on-regression"]) == 1
+    assert compare.main(["run-a", "run-a", "--store", store.uri, "--fail-on-regression"]) == 0
+
+
+def test_thresholds_from_flags(store, capsys):
+    assert compare.main(["run-a", "run-b", "--store", store.uri, "--top1-drop-pts", "5", "--latency-rel", "0.5",
+                         "--size-rel", "0.9"]) == 0
+    assert "0 regression(s), 0 improvement(s)" in capsys.readouterr().out
+
+
+def test_unknown_run_and_bad_flags_are_configuration_errors(store, capsys):
+    assert compare.main(["run-a", "no-such-run", "--store", store.uri]) == 2
+    assert "results.json" in capsys.readouterr().err
+    assert compare.main(["run-a", "run-b", "--store", store.uri, "--latency-rel", "-1"]) == 2
+    assert "--latency-rel" in capsys.readouterr().err
+    assert compare.main(["run-a", "../etc", "--store", store.uri]) == 2
+
+
+def test_missing_bench_documents_fall_back_to_summary(store, capsys):
+    for key in store.list("runs/run-b/"):
+        if "/bench/" in key:
+            store.delete(key)
+    assert compare.main(["run-a", "run-b", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "summary numbers" in out  # the detail says the raw samples were not available
