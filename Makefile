@@ -50,3 +50,5 @@ bench: install ## Measure pipeline throughput, measurement overhead, int8 drop a
 
 clean: ## Remove local artifacts and caches (not .venv)
 	rm -rf artifacts .pytest_cache bench/results
+
+include mk/cluster.mk

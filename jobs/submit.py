@@ -1,0 +1,326 @@
+"""Submit a scenebench run from the Argo WorkflowTemplate and wait for its outcome: `python -m jobs.submit`.
+
+Built on the `kubernetes` client alone (a Workflow is a custom object), so that any CI
+system with a kubeconfig or an in-cluster service account can start a run and gate on it:
+
+    python -m jobs.submit -p archs='["mobilenet_v2"]' -p epochs=1        # waits
+    python -m jobs.submit --no-wait -p archs=all                         # returns the name
+
+Exit codes: 0 the run succeeded (or was submitted, with --no-wait); 1 it failed or errored;
+2 bad arguments, unknown parameter, no template or no cluster; 3 it did not finish in
+--timeout-s (it keeps running in the cluster); 130 interrupted (likewise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from common.logging import configure, get_logger
+
+GROUP = "argoproj.io"
+VERSION = "v1alpha1"
+DONE_PHASES = ("Succeeded", "Failed", "Error")
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEFAULT_NAMESPACE = "scenebench"
+DEFAULT_TEMPLATE = "scenebench"
+# Kubernetes object names: what Argo accepts as a workflow name, and so as a run id.
+_MAX_NAME = 63
+
+
+class SubmitError(Exception):
+    """A submission that cannot go ahead; carries the exit code to end with."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------------------ pure functions
+
+
+def parse_key_values(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    """['a=1', 'b=x=y'] -> {'a': '1', 'b': 'x=y'}; a missing '=' or a repeated key is an error."""
+    result: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SubmitError(f"{what} {item!r} is not KEY=VALUE")
+        if key in result:
+            raise SubmitError(f"{what} {key!r} is given twice")
+        result[key] = value
+    return result
+
+
+def build_workflow(template: str, parameters: dict[str, str], *, name: str | None = None,
+                   generate_name: str | None = None, labels: dict[str, str] | None = None) -> dict:
+    """The Workflow object that runs `template` with `parameters` (everything else is the template's)."""
+    if bool(name) == bool(generate_name):
+        raise SubmitError("give exactly one of a name or a generateName prefix")
+    if name and len(name) > _MAX_NAME:
+        raise SubmitError(f"workflow name {name!r} is longer than {_MAX_NAME} characters")
+    metadata: dict = {"name": name} if name else {"generateName": generate_name}
+    metadata["labels"] = {
+        "app.kubernetes.io/name": "scenebench",
+        "scenebench.dev/submitted-by": "jobs.submit",
+        **(labels or {}),
+    }
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Workflow",
+        "metadata": metadata,
+        "spec": {
+            "workflowTemplateRef": {"name": template},
+            "arguments": {"parameters": [{"name": k, "value": v} for k, v in parameters.items()]},
+        },
+    }
+
+
+def template_parameters(template: dict) -> list[str]:
+    """The parameter names a WorkflowTemplate object declares, in order."""
+    return [p["name"] for p in template.get("spec", {}).get("arguments", {}).get("parameters", [])]
+
+
+def check_parameters(template: dict, parameters: dict[str, str]) -> None:
+    """Argo would ignore an unknown parameter silently; a typo must fail before the run."""
+    declared = template_parameters(template)
+    unknown = [k for k in parameters if k not in declared]
+    if unknown:
+        name = template.get("metadata", {}).get("name", "?")
+        raise SubmitError(f"WorkflowTemplate {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                          f"valid parameters: {', '.join(declared)}")
+
+
+@dataclass(frozen=True)
+class FailedNode:
+    display_name: str
+    template: str
+    phase: str
+    message: str
+    exit_code: str | None
+    pod_name: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    phase: str
+    progress: str
+    message: str
+    failed: list[FailedNode] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.phase in DONE_PHASES
+
+    @property
+    def exit_code(self) -> int:
+        if self.phase == "Succeeded":
+            return EXIT_SUCCEEDED
+        return EXIT_FAILED if self.done else EXIT_TIMEOUT
+
+
+def _fnv32a(text: str) -> int:
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def pod_name(workflow_name: str, node_name: str, template_name: str, node_id: str = "",
+             version: str = "v2") -> str:
+    """The pod name Argo gives a node (its pod-name formats v1 and v2), so that a failure
+    points at `kubectl logs`."""
+    if version == "v1":
+        return node_id
+    if workflow_name == node_name:
+        return workflow_name
+    prefix = f"{workflow_name}-{template_name}" if template_name else workflow_name
+    prefix = prefix[: 253 - 10 - 1]  # room for "-" and the hash within Kubernetes' 253
+    return f"{prefix}-{_fnv32a(node_name)}"
+
+
+def outcome(workflow: dict) -> Outcome:
+    """Phase, progress and the failed steps of a Workflow object as the API returns it."""
+    meta, status = workflow.get("metadata", {}), workflow.get("status") or {}
+    name = meta.get("name", "?")
+    version = (meta.get("annotations") or {}).get("workflows.argoproj.io/pod-name-format", "v2")
+    failed = []
+    for node in (status.get("nodes") or {}).values():
+        if node.get("type") == "Pod" and node.get("phase") in ("Failed", "Error"):
+            failed.append(FailedNode(
+                display_name=node.get("displayName", node.get("name", "?")),
+                template=node.get("templateName", ""),
+                phase=node["phase"],
+                message=node.get("message", ""),
+                exit_code=(node.get("outputs") or {}).get("exitCode"),
+                pod_name=pod_name(name, node.get("name", ""), node.get("templateName", ""),
+                                  node.get("id", ""), version) or None,
+            ))
+    failed.sort(key=lambda f: (f.template, f.display_name))
+    return Outcome(name=name, phase=status.get("phase") or "Pending", progress=status.get("progress", ""),
+                   message=status.get("message", ""), failed=failed)
+
+
+def wait_for(get: Callable[[], dict], *, timeout_s: float, poll_s: float, log,
+             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """Poll until the workflow is done or `timeout_s` passed (0: no limit); log each change.
+
+    Polling with GET, rather than a watch, survives API-server restarts and the watch
+    expiry of multi-hour runs without any reconnect logic, at one small request per poll.
+    """
+    deadline = clock() + timeout_s if timeout_s > 0 else None
+    last = None
+    while True:
+        current = outcome(get())
+        if (current.phase, current.progress) != last:
+            log.info("workflow_progress", phase=current.phase, progress=current.progress)
+            last = (current.phase, current.progress)
+        if current.done or (deadline is not None and clock() >= deadline):
+            return current
+        sleep(poll_s)
+
+
+def report(result: Outcome, namespace: str) -> str:
+    """What a person reads at the end: the outcome and, when it failed, where to look."""
+    lines = [f"workflow {result.name}: {result.phase}" + (f" ({result.progress})" if result.progress else "")]
+    if result.message and result.phase != "Succeeded":
+        lines.append(f"  {result.message}")
+    for node in result.failed:
+        code = f" exit {node.exit_code}" if node.exit_code not in (None, "") else ""
+        lines.append(f"  {node.phase:<6} {node.display_name} [{node.template}]{code}: {node.message}")
+        if node.pod_name:
+            lines.append(f"         logs: kubectl -n {namespace} logs {node.pod_name} -c main")
+    if result.failed:
+        lines.append(f"  archived logs: runs/{result.name}/logs/ in the artifact store (MinIO console)")
+    if result.exit_code == EXIT_TIMEOUT:
+        lines.append(f"  still running; follow it with: kubectl -n {namespace} get workflow {result.name} -w")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.submit",
+        description="Submit a run of the scenebench WorkflowTemplate and wait for it.",
+        epilog="Exit codes: 0 succeeded, 1 failed, 2 bad usage or no cluster/template, 3 timed out.",
+    )
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="Workflow parameter, repeatable (e.g. -p archs='[\"mobilenet_v2\"]' -p epochs=1).")
+    parser.add_argument("-n", "--namespace", default=os.environ.get("SCENEBENCH_NAMESPACE", DEFAULT_NAMESPACE),
+                        help=f"Namespace of the template and the run. Default: {DEFAULT_NAMESPACE}. "
+                             "Env: SCENEBENCH_NAMESPACE.")
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"WorkflowTemplate. Default: {DEFAULT_TEMPLATE}.")
+    names = parser.add_mutually_exclusive_group()
+    names.add_argument("--name", help="Workflow name, which is also the run id. Default: generated.")
+    names.add_argument("--generate-name", help="Prefix of a generated name. Default: '<template>-'.")
+    parser.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="Extra label on the Workflow, repeatable.")
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                        help="Wait for the outcome and exit by it. Default: wait.")
+    parser.add_argument("--timeout-s", type=float, default=43200.0,
+                        help="Stop waiting after this many seconds (0: no limit). Default: 43200.")
+    parser.add_argument("--poll-s", type=float, default=10.0, help="Seconds between status polls. Default: 10.")
+    parser.add_argument("--check-parameters", action=argparse.BooleanOptionalAction, default=True,
+                        help="Read the template first and refuse parameters it does not declare. Default: on.")
+    parser.add_argument("--context", help="kubeconfig context. Default: the current one (or in-cluster).")
+    parser.add_argument("--kubeconfig", help="kubeconfig file. Default: $KUBECONFIG or ~/.kube/config.")
+    return parser
+
+
+def workflow_from_args(args: argparse.Namespace) -> dict:
+    if args.timeout_s < 0 or args.poll_s <= 0:
+        raise SubmitError("--timeout-s must be >= 0 and --poll-s > 0")
+    return build_workflow(
+        args.template,
+        parse_key_values(args.parameter, "parameter"),
+        name=args.name,
+        generate_name=None if args.name else (args.generate_name or f"{args.template}-"),
+        labels=parse_key_values(args.label, "label"),
+    )
+
+
+def custom_objects_api(context: str | None, kubeconfig: str | None):
+    """A CustomObjectsApi for the chosen kubeconfig context, or in-cluster when running in a pod."""
+    from kubernetes import client, config
+
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not (context or kubeconfig):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config(config_file=kubeconfig, context=context)
+    except (config.ConfigException, OSError) as exc:
+        raise SubmitError(f"no Kubernetes cluster configured ({exc}); give --context or --kubeconfig") from None
+    return client.CustomObjectsApi()
+
+
+def _api_error(exc, what: str) -> SubmitError:
+    status = getattr(exc, "status", None)
+    if status == 404:
+        return SubmitError(f"{what}: not found (is the scenebench template installed? `make cluster-apply`)")
+    if status == 409:
+        return SubmitError(f"{what}: a workflow of that name already exists; choose another --name")
+    if status in (401, 403):
+        return SubmitError(f"{what}: not allowed ({exc.reason}); the scenebench-submitter Role lists what is needed")
+    return SubmitError(f"{what}: HTTP {status} {getattr(exc, 'reason', exc)}", code=EXIT_FAILED)
+
+
+def main(argv: Sequence[str] | None = None, api=None) -> int:
+    configure()
+    log = get_logger(component="submit")
+    args = build_parser().parse_args(argv)
+    try:
+        workflow = workflow_from_args(args)
+        log.info("submit_config", namespace=args.namespace, template=args.template,
+                 parameters=workflow["spec"]["arguments"]["parameters"], wait=args.wait,
+                 timeout_s=args.timeout_s, context=args.context)
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        api = api or custom_objects_api(args.context, args.kubeconfig)
+        try:
+            if args.check_parameters:
+                template = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "workflowtemplates",
+                                                            args.template)
+                check_parameters(template, parse_key_values(args.parameter, "parameter"))
+            created = api.create_namespaced_custom_object(GROUP, VERSION, args.namespace, "workflows", workflow)
+        except ApiException as exc:
+            raise _api_error(exc, f"WorkflowTemplate {args.namespace}/{args.template}") from None
+        except HTTPError as exc:
+            raise SubmitError(f"cannot reach the Kubernetes API: {exc}") from None
+        name = created["metadata"]["name"]
+        log = log.bind(workflow=name, run_id=name)
+        log.info("workflow_submitted", namespace=args.namespace)
+        if not args.wait:
+            print(name)
+            return EXIT_SUCCEEDED
+
+        def get() -> dict:
+            try:
+                return api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, "workflows", name)
+            except ApiException as exc:
+                raise _api_error(exc, f"workflow {args.namespace}/{name}") from None
+
+        try:
+            result = wait_for(get, timeout_s=args.timeout_s, poll_s=args.poll_s, log=log)
+        except KeyboardInterrupt:
+            print(f"stopped waiting; workflow {name} keeps running in namespace {args.namespace}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    except SubmitError as exc:
+        log.error("submit_failed", error=str(exc), exit_code=exc.code)
+        return exc.code
+    log.info("workflow_finished", phase=result.phase, progress=result.progress, failed_steps=len(result.failed),
+             exit_code=result.exit_code)
+    print(report(result, args.namespace))
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

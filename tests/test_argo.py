@@ -1,0 +1,326 @@
+"""The Argo templates: strict schema validation, job CLIs that really parse, registry-driven fan-out."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import importlib
+import itertools
+import json
+import os
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from common.archs import ARCH_NAMES
+from common.errors import ConfigError
+from common.settings import JobSettings, load
+
+REPO = Path(__file__).resolve().parents[1]
+ARGO_DIR = REPO / "argo"
+SCHEMA_ENV = "SCENEBENCH_ARGO_SCHEMA"
+DEFAULT_SCHEMA = REPO.parent / "shared" / "schemas" / "argo-workflows.schema.json"
+DEF = "io.argoproj.workflow.v1alpha1."
+KIND_DEFINITIONS = {
+    kind: DEF + kind
+    for kind in ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow", "WorkflowEventBinding")
+}
+# Files in argo/ that are not Argo objects, and what they are checked as instead.
+NOT_ARGO = {"kustomization.yaml", "README.md"}
+
+
+# ---------------------------------------------------------------------------- schema
+
+
+def schema_path() -> Path:
+    return Path(os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA)
+
+
+@functools.lru_cache(maxsize=1)
+def strict_definitions() -> dict:
+    """The Argo v4.1 schema's definitions with the two in-memory patches of its README:
+    IntOrString accepts integers, and every object with properties rejects unknown keys."""
+    path = schema_path()
+    if not path.is_file():
+        pytest.fail(
+            f"Argo JSON schema not found at {path}; the repository expects shared/ beside it "
+            f"(../shared/schemas/argo-workflows.schema.json) or {SCHEMA_ENV}=/path/to/schema.json"
+        )
+    definitions = copy.deepcopy(json.loads(path.read_text())["definitions"])
+    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}
+    for definition in definitions.values():
+        if "properties" in definition:
+            definition["additionalProperties"] = False
+    return definitions
+
+
+def argo_validator(definition: str) -> jsonschema.protocols.Validator:
+    definitions = strict_definitions()
+    assert definition in definitions, f"no definition {definition} in the Argo schema"
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "definitions": definitions,
+        "$ref": f"#/definitions/{definition}",
+    }
+    return jsonschema.Draft202012Validator(schema)
+
+
+def argo_errors(doc: dict, definition: str | None = None) -> list[str]:
+    """Every schema violation of one document, as readable lines (empty when valid)."""
+    definition = definition or KIND_DEFINITIONS.get(doc.get("kind", ""))
+    if definition is None:
+        return [f"{doc.get('kind')!r} is not an Argo kind"]
+    errors = sorted(argo_validator(definition).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+
+
+# ---------------------------------------------------------------------------- documents
+
+
+def argo_files() -> list[Path]:
+    return sorted(p for p in ARGO_DIR.glob("*.yaml") if p.name not in NOT_ARGO)
+
+
+def load_docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def all_docs() -> list[tuple[str, dict]]:
+    return [(f"{p.name}#{i}", d) for p in argo_files() for i, d in enumerate(load_docs(p))]
+
+
+def workflow_template() -> dict:
+    (doc,) = [d for _, d in all_docs() if d["kind"] == "WorkflowTemplate"]
+    return doc
+
+
+def default_parameters(template: dict | None = None) -> dict[str, str]:
+    template = template or workflow_template()
+    return {p["name"]: p["value"] for p in template["spec"]["arguments"]["parameters"]}
+
+
+def containers(template: dict) -> dict[str, dict]:
+    return {t["name"]: t["container"] for t in template["spec"]["templates"] if "container" in t}
+
+
+def test_argo_folder_has_the_expected_objects():
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for _, d in all_docs())
+    assert kinds == [
+        ("ConfigMap", "artifact-repositories"),
+        ("CronWorkflow", "scenebench-nightly"),
+        ("WorkflowTemplate", "scenebench"),
+    ]
+
+
+@pytest.mark.parametrize("name,doc", all_docs(), ids=[n for n, _ in all_docs()])
+def test_argo_documents_validate_strictly(name, doc):
+    if doc["kind"] == "ConfigMap":
+        # The artifact repository lives as YAML inside the ConfigMap: check that YAML.
+        for key, text in doc["data"].items():
+            errors = argo_errors(yaml.safe_load(text), DEF + "ArtifactRepository")
+            assert not errors, f"{name} data.{key}:\n" + "\n".join(errors)
+        return
+    errors = argo_errors(doc)
+    assert not errors, f"{name}:\n" + "\n".join(errors)
+
+
+def test_strict_schema_rejects_a_misspelt_key():
+    doc = copy.deepcopy(workflow_template())
+    doc["spec"]["templates"][0]["dag"]["tasks"][1]["withParams"] = "[]"
+    assert any("withParams" in e for e in argo_errors(doc))
+
+
+def test_strict_schema_accepts_integer_retry_limit():
+    doc = copy.deepcopy(workflow_template())
+    prepare = next(t for t in doc["spec"]["templates"] if t["name"] == "prepare")
+    assert isinstance(prepare["retryStrategy"]["limit"], int)
+    assert argo_errors(doc) == []
+
+
+def test_cron_workflow_runs_the_template_nightly_with_all_architectures():
+    (cron,) = [d for _, d in all_docs() if d["kind"] == "CronWorkflow"]
+    spec = cron["spec"]
+    assert spec["schedules"] and spec["timezone"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["workflowSpec"]["workflowTemplateRef"]["name"] == workflow_template()["metadata"]["name"]
+    params = {p["name"]: p["value"] for p in spec["workflowSpec"]["arguments"]["parameters"]}
+    assert params["archs"] == "all"
+    assert params["trigger"] == "nightly"
+    unknown = set(params) - set(default_parameters())
+    assert not unknown, f"CronWorkflow passes parameters the template does not declare: {unknown}"
+
+
+def test_template_has_the_run_controls():
+    spec = workflow_template()["spec"]
+    assert spec["activeDeadlineSeconds"] > 0
+    assert spec["archiveLogs"] is True
+    assert spec["podGC"]["strategy"]
+    assert spec["ttlStrategy"]
+    assert spec["onExit"] in {t["name"] for t in spec["templates"]}
+    for name, c in containers(workflow_template()).items():
+        t = next(t for t in spec["templates"] if t["name"] == name)
+        if name != spec["onExit"]:
+            assert "retryStrategy" in t and "backoff" in t["retryStrategy"], f"{name} has no retry with backoff"
+            assert t.get("activeDeadlineSeconds"), f"{name} has no deadline"
+
+
+def test_template_parameters_cover_the_issue():
+    params = default_parameters()
+    for name in ("archs", "formats", "data", "epochs", "image-size", "weights", "runner-url", "store", "gpus", "c"):
+        assert name in params, name
+    assert params["archs"] == "all"
+    assert params["gpus"] == "0"
+
+
+def test_every_parameter_reference_is_declared():
+    text = (ARGO_DIR / "workflowtemplate.yaml").read_text()
+    used = set(re.findall(r"workflow\.parameters\.([A-Za-z0-9_-]+)", text))
+    assert used <= set(default_parameters()), used - set(default_parameters())
+
+
+# ---------------------------------------------------------------------------- fan-out from the registry
+
+
+def test_no_architecture_is_written_in_argo():
+    """The fan-out list comes from the registry through prepare's output, never a copy."""
+    for path in ARGO_DIR.iterdir():
+        if path.is_file() and path.name != "README.md":
+            text = path.read_text()
+            for arch in ARCH_NAMES:
+                assert arch not in text, f"{path.name} names the architecture {arch!r}"
+
+
+def test_fan_out_reads_prepare_outputs():
+    spec = workflow_template()["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    main = {t["name"]: t for t in templates[spec["entrypoint"]]["dag"]["tasks"]}
+    assert main["architecture"]["withParam"] == "{{tasks.prepare.outputs.parameters.archs}}"
+    outputs = {p["name"]: p["valueFrom"]["path"] for p in templates["prepare"]["outputs"]["parameters"]}
+    outputs_dir = next(a.split("=", 1)[1] for a in templates["prepare"]["container"]["args"]
+                       if a.startswith("--outputs-dir="))
+    assert outputs["archs"] == f"{outputs_dir}/archs.json"
+    assert outputs["formats"] == f"{outputs_dir}/formats.json"
+    arch_dag = {t["name"]: t for t in templates["architecture"]["dag"]["tasks"]}
+    assert arch_dag["model"]["withParam"] == "{{inputs.parameters.formats}}"
+    model_dag = {t["name"]: t for t in templates["model"]["dag"]["tasks"]}
+    assert model_dag["benchmark"]["withParam"] == "{{tasks.bench-plan.outputs.parameters.plan}}"
+    plan_path = templates["bench-plan"]["outputs"]["parameters"][0]["valueFrom"]["path"]
+    assert f"--emit-plan={plan_path}" in templates["bench-plan"]["container"]["args"]
+
+
+def test_aggregate_runs_when_branches_fail():
+    spec = workflow_template()["spec"]
+    main = {t["name"]: t for t in next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])["dag"]["tasks"]}
+    depends = main["aggregate"]["depends"]
+    assert "architecture.Failed" in depends and "architecture.Errored" in depends
+
+
+# ---------------------------------------------------------------------------- job command lines
+
+
+EXPR = re.compile(r"\{\{=(.*?)\}\}")
+SIMPLE = re.compile(r"\{\{\s*([^}=][^}]*?)\s*\}\}")
+# Commands that are not scenebench jobs, and the template that may use each.
+NON_JOB_COMMANDS = {"report-outcome": ["echo"]}
+
+
+def expand(arg: str, values: dict[str, str]) -> list[str]:
+    """Every concrete string an Argo argument can become: simple `{{x}}` references are
+    replaced from `values`; a `{{= cond ? 'a' : 'b'}}` expression yields both branches."""
+    variants = [arg]
+    m = EXPR.search(arg)
+    if m:
+        branches = re.findall(r"'([^']*)'", m.group(1).split("?", 1)[1])
+        assert branches, f"cannot read the branches of {m.group(0)}"
+        variants = [arg[: m.start()] + b + arg[m.end():] for b in branches]
+
+    def sub(match: re.Match) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise AssertionError(f"no representative value for {{{{{key}}}}} in {arg!r}")
+        return values[key]
+
+    return [SIMPLE.sub(sub, v) for v in variants]
+
+
+def representative_values(params: dict[str, str], arch: str, fmt: str) -> dict[str, str]:
+    values = {f"workflow.parameters.{k}": v for k, v in params.items()}
+    values.update({
+        "workflow.name": "scenebench-x7k2p",
+        "inputs.parameters.arch": arch,
+        "inputs.parameters.format": fmt,
+        "inputs.parameters.device": "host",
+        "inputs.parameters.delegate": "cpu",
+    })
+    return values
+
+
+def parameter_sets() -> list[tuple[str, dict[str, str]]]:
+    """The template defaults, and a submission that lists architectures as Argo passes JSON."""
+    defaults = default_parameters()
+    listed = dict(defaults, archs=json.dumps(list(ARCH_NAMES)), formats='["float32","int8","float16","dynamic"]',
+                  data="s3://scenebench/sources/camsdd/", **{"image-size": "96x144"}, weights="none",
+                  trigger="nightly", regressions="fail")
+    return [("defaults", defaults), ("listed", listed)]
+
+
+def job_cases():
+    for set_name, params in parameter_sets():
+        for template_name, container in containers(workflow_template()).items():
+            # Steps that take an architecture are checked with every one in the registry.
+            per_arch = "inputs.parameters.arch" in json.dumps(container)
+            for arch in ARCH_NAMES if per_arch else ARCH_NAMES[:1]:
+                case_id = f"{set_name}-{template_name}" + (f"-{arch}" if per_arch else "")
+                yield pytest.param(template_name, container, params, arch, id=case_id)
+
+
+def parse_job_args(module_name: str, argv: list[str]) -> argparse.Namespace:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            pytest.fail(f"{module_name} does not exist yet, but argo/ calls it")
+        raise
+    parser = module.build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"{module_name} rejected the arguments argo/ gives it (exit {exc.code}): {argv}")
+    # Parsing only checks the flags; the job's settings model checks the values (closed
+    # sets such as --arch or --format), as the job does at start.
+    settings_classes = [v for v in vars(module).values()
+                        if isinstance(v, type) and issubclass(v, JobSettings) and v.__module__ == module_name]
+    if len(settings_classes) == 1:
+        try:
+            load(settings_classes[0], ns)
+        except ConfigError as exc:
+            pytest.fail(f"{module_name} settings reject the values argo/ gives: {exc}\nargs: {argv}")
+    return ns
+
+
+@pytest.mark.parametrize("template_name,container,params,arch", job_cases())
+def test_container_arguments_parse_with_the_real_job_parser(template_name, container, params, arch):
+    command = container["command"]
+    if template_name in NON_JOB_COMMANDS:
+        assert command == NON_JOB_COMMANDS[template_name]
+        return
+    assert command[:2] == ["python", "-m"] and command[2].startswith("jobs."), command
+    module_name = command[2]
+    per_format = "inputs.parameters.format" in json.dumps(container)
+    formats = [f.strip().strip('"') for f in params["formats"].strip("[]").split(",")] if per_format else ["-"]
+    for fmt in formats:
+        variants = [expand(a, representative_values(params, arch, fmt)) for a in container.get("args", [])]
+        for argv in itertools.product(*variants):
+            ns = parse_job_args(module_name, list(argv))
+            assert getattr(ns, "run_id", None) == "scenebench-x7k2p"
+
+
+def test_expand_yields_both_branches_of_an_expression():
+    arg = "{{=workflow.parameters.regressions == 'fail' ? '--fail-on-regression' : '--no-fail-on-regression'}}"
+    assert expand(arg, {}) == ["--fail-on-regression", "--no-fail-on-regression"]
+    assert expand("--arch={{inputs.parameters.arch}}", {"inputs.parameters.arch": "a"}) == ["--arch=a"]
