@@ -364,6 +364,10 @@ class S3Store(ArtifactStore):
 
     def _call(self, op: str, key: str | None, fn: Callable[[], T], *, write: bool = False) -> T:
         """Run one S3 operation, retrying transient failures until the retry budget is spent."""
+        if self.settings.create_bucket and not self._bucket_ready and op != "create_bucket":
+            # Before the first operation of any kind: a first read of a fresh bucket (a step
+            # looking for its cached output) must find "no such key", not "no such bucket".
+            self._create_bucket()
         budget = self.settings.retry_seconds
         start = time.monotonic()
         attempt = 0
@@ -436,8 +440,6 @@ class S3Store(ArtifactStore):
         if sha256 and sha256 != digest:
             raise ChecksumError(f"{path} hashes to {digest}, not the expected {sha256}; "
                                 f"refusing to upload it as {self.describe(key)}")
-        if self.settings.create_bucket and not self._bucket_ready:
-            self._create_bucket()
         started = time.monotonic()
         # fput_object streams the file: single PUT up to one part, multipart beyond, holding at
         # most `parallel_uploads` parts in memory. Each retry starts a fresh upload.
