@@ -17,7 +17,7 @@ from common import layout
 from common.errors import ConfigError, NotFoundError, ScenebenchError
 from common.jobkit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from common.logging import configure, get_logger
-from common.regression import Change, Thresholds, check_regressions, count_kinds, diff_results
+from common.regression import Change, Thresholds, check_regressions, count_kinds, diff_results, pick_baseline
 from common.schemas import BenchResult, Regression, Results
 from common.settings import JobSettings, build_parser as settings_parser, load
 from common.store import ArtifactStore, open_store
@@ -68,6 +68,66 @@ def load_benches(store: ArtifactStore, results: Results) -> list[BenchResult]:
                 b = store.try_get_model(le.key, BenchResult)
                 if b is not None:
                     out.append(b)
+    return out
+
+
+def read_history(store: ArtifactStore) -> list[dict]:
+    """The documents under results/history/, newest last; unreadable ones are skipped with a warning.
+
+    Each is a copy of a finished run's results.json, or at least a summary with run_id and
+    created_at; either is enough for `pick_baseline`.
+    """
+    log = get_logger(step="compare")
+    docs = []
+    for key in store.list(layout.HISTORY_PREFIX):
+        if not key.endswith(".json"):
+            continue
+        try:
+            doc = store.get_json(key)
+        except (ScenebenchError, ValueError) as exc:
+            log.warning("history_entry_unreadable", key=key, error=str(exc))
+            continue
+        if isinstance(doc, dict) and doc.get("run_id"):
+            docs.append(doc)
+    return sorted(docs, key=lambda d: str(d.get("created_at", "")))
+
+
+def results_of(store: ArtifactStore, doc: dict) -> Results | None:
+    """A history entry as Results: the entry itself when it is a full copy, else the run's results.json."""
+    try:
+        return Results.model_validate(doc)
+    except ValueError:
+        pass
+    try:
+        return store.get_model(layout.results_json(str(doc["run_id"])), Results)
+    except (ScenebenchError, ValueError) as exc:
+        get_logger(step="compare").warning("history_run_unreadable", run_id=doc.get("run_id"), error=str(exc))
+        return None
+
+
+def load_baseline(store: ArtifactStore, current: Results, named: str | None = "previous",
+                  history: list[dict] | None = None) -> Results | None:
+    """The baseline run's results: 'previous' (the latest successful run in results/history/
+    before this one), 'none', or a run id (read from runs/<id>/results.json, so that a run
+    missing from the history can still be named)."""
+    if named == "none":
+        return None
+    if named not in (None, "", "previous"):
+        if named == current.run_id:
+            raise ConfigError(f"--baseline {named!r} is the run being aggregated; name an earlier run")
+        return load_results(store, named)
+    history = read_history(store) if history is None else history
+    doc = pick_baseline(history, current.run_id, "previous", before=current.created_at)
+    return results_of(store, doc) if doc is not None else None
+
+
+def recent_results(store: ArtifactStore, history: list[dict], current_run_id: str, limit: int = 14) -> list[Results]:
+    """Up to `limit` earlier runs from the history, oldest first, for the report's trend table."""
+    out = []
+    for doc in [d for d in history if d.get("run_id") != current_run_id][-limit:]:
+        r = results_of(store, doc)
+        if r is not None:
+            out.append(r)
     return out
 
 

@@ -82,3 +82,34 @@ def test_missing_bench_documents_fall_back_to_summary(store, capsys):
     assert compare.main(["run-a", "run-b", "--store", store.uri]) == 0
     out = capsys.readouterr().out
     assert "summary numbers" in out  # the detail says the raw samples were not available
+
+
+def test_history_and_baseline_loading(tmp_path):
+    from common.logging import configure
+    from tests.fixtures.results import build_history
+
+    configure()  # bind log output to this test's streams, not an earlier test's captured ones
+    s = LocalStore(tmp_path / "a")
+    runs = build_history(4)
+    for i, run in enumerate(runs):
+        write_run(s, run)
+        r = run.results
+        if i == 1:  # a summary rather than a full copy: the loader follows it to results.json
+            s.put_json(layout.history_json(f"{r.created_at:%Y-%m-%d}", r.run_id),
+                       {"run_id": r.run_id, "created_at": r.created_at.isoformat()})
+        elif i < 3:
+            s.put_json(layout.history_json(f"{r.created_at:%Y-%m-%d}", r.run_id), r)
+    s.put_bytes(layout.HISTORY_PREFIX + "junk.json", b"{not json")
+    current = runs[3].results
+    history = compare.read_history(s)
+    assert [d["run_id"] for d in history] == [r.results.run_id for r in runs[:3]]
+    assert compare.load_baseline(s, current, "previous").run_id == runs[2].results.run_id
+    assert compare.load_baseline(s, current, "none") is None
+    assert compare.load_baseline(s, current, runs[0].results.run_id).run_id == runs[0].results.run_id
+    with pytest.raises(Exception, match="does not exist"):
+        compare.load_baseline(s, current, "never-ran")
+    # a re-aggregated older run never takes a later run as its baseline
+    assert compare.load_baseline(s, runs[1].results, "previous").run_id == runs[0].results.run_id
+    assert compare.load_baseline(s, runs[0].results, "previous") is None
+    recent = compare.recent_results(s, history, current.run_id)
+    assert [r.run_id for r in recent] == [r.results.run_id for r in runs[:3]]

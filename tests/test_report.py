@@ -323,3 +323,20 @@ def test_element_ids_are_unique(page):
     text, _ = page
     ids = [a["id"] for _, a in parse(text).raw_tags if "id" in a]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
+def test_degenerate_runs_render(fixture_run):
+    r = fixture_run.results
+    empty = r.model_copy(update={"models": [], "devices": [], "missing": []})
+    root = parse(render_report(empty, {}, [])).root
+    assert root.find("table", id="leaderboard-table").find("tbody").find_all("tr") == []
+    assert pareto_png(empty)[:4] == b"\x89PNG"
+    failed = r.model_copy(update={"models": [m.model_copy(update={"status": "failed", "reason": "OOM", "top1": None})
+                                             for m in r.models]})
+    text = render_report(failed, {}, [])
+    assert "OOM" in text and not parse(text).root.find_all("svg", cls="pareto")
+    one = r.model_copy(update={"models": r.models[:1]})
+    bench = [b for b in fixture_run.benches if (b.arch, b.format) == (one.models[0].arch, one.models[0].format)]
+    bench = [b.model_copy(update={"samples_ms": b.samples_ms[:1]}) for b in bench]
+    root = parse(render_report(one, fixture_run.evals, bench)).root
+    assert len(root.find_all("svg", cls="pareto")) == 4 and root.find_all("svg", cls="dist")
