@@ -646,8 +646,12 @@ def baseline_section(results: Results, baseline: Results | None) -> str:
                f'{counts["improvement"]} improvement(s), {counts["missing"]} measurement(s) missing now.</p>')
     rows = []
     order = {"regression": 0, "missing": 1, "improvement": 2}
+    hosts = {d.id for d in results.devices if d.backend == "host"} | {
+        le.device_id for m in results.models for le in m.latency if le.backend == "host"}
     for r in sorted(results.regressions, key=lambda r: (order.get(r.kind, 9), r.arch, r.format, r.metric)):
         where = f"{r.device_id} {r.delegate}" if r.device_id else ""
+        if r.device_id in hosts:
+            where += f" ({HOST_LABEL})"
         rows.append(f'<tr class="{e(r.kind)}"><td>{e(r.kind)}</td><td>{e(display_name(r.arch))} {e(r.format)}</td>'
                     f'<td>{e(r.metric)}</td><td>{e(where)}</td><td class="num">{e(fmt(r.baseline, 3))}</td>'
                     f'<td class="num">{e(fmt(r.current, 3))}</td><td class="num">{e(fmt(r.change, 3))}</td>'
@@ -917,6 +921,7 @@ def pareto_png(results: Results) -> bytes:
     """The accuracy-vs-latency charts as one PNG (matplotlib, Agg: no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     pts = pareto_points(results)
     n = max(len(pts), 1)
@@ -935,6 +940,11 @@ def pareto_png(results: Results) -> bytes:
         front = pareto_front(list(zip(lats, accs)))
         if max(lats) / min(lats) > 8:
             ax.set_xscale("log")
+            # plain numbers at 1-2-5 steps read better than 2x10^2 and do not collide
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.12, y=0.1)
         ax.scatter(lats, accs, s=28, color="#9aa5b1", zorder=2)
         ax.scatter([lats[i] for i in front], [accs[i] for i in front], s=52, color="#d62728", zorder=3,
                    label="Pareto front")
@@ -948,7 +958,7 @@ def pareto_png(results: Results) -> bytes:
         ax.set_xlabel("median latency, ms")
         ax.set_ylabel("top-1 %")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     fig.suptitle(f"scenebench run {results.run_id}: accuracy vs latency", fontsize=12)
     fig.tight_layout()
     buf = io.BytesIO()
