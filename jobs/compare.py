@@ -18,7 +18,8 @@ from common.errors import ConfigError, NotFoundError, ScenebenchError
 from common.jobkit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from common.logging import configure, get_logger
 from common.regression import Change, Thresholds, check_regressions, count_kinds, diff_results, pick_baseline
-from common.schemas import BenchResult, Regression, Results
+from common.report import pareto_png, render_report
+from common.schemas import BenchResult, EvalReport, Regression, Results
 from common.settings import JobSettings, build_parser as settings_parser, load
 from common.store import ArtifactStore, open_store
 
@@ -129,6 +130,33 @@ def recent_results(store: ArtifactStore, history: list[dict], current_run_id: st
         if r is not None:
             out.append(r)
     return out
+
+
+def attach_comparison(store: ArtifactStore, results: Results, benches: list[BenchResult],
+                      baseline: str | None = "previous", thresholds: Thresholds | None = None,
+                      history: list[dict] | None = None) -> tuple[Results, Results | None]:
+    """Results with `baseline_run_id` and `regressions` filled in, and the baseline used.
+
+    For the aggregate step: call before writing results.json (which stays the last object).
+    """
+    base = load_baseline(store, results, baseline, history)
+    if base is None:
+        return results.model_copy(update={"baseline_run_id": None, "regressions": []}), None
+    regressions = check_regressions(results, base, benches, load_benches(store, base), thresholds or Thresholds())
+    return results.model_copy(update={"baseline_run_id": base.run_id, "regressions": regressions}), base
+
+
+def write_report(store: ArtifactStore, results: Results, evals: dict[tuple[str, str], EvalReport],
+                 benches: list[BenchResult], baseline: Results | None = None,
+                 history: list[dict] | None = None) -> dict[str, str]:
+    """Render and store report.html and pareto.png next to results.json; returns their keys."""
+    history = read_history(store) if history is None else history
+    recent = recent_results(store, history, results.run_id)
+    html_text = render_report(results, evals, benches, baseline=baseline, history=recent)
+    keys = {"report": layout.report_html(results.run_id), "pareto": layout.pareto_png(results.run_id)}
+    store.put_bytes(keys["pareto"], pareto_png(results))
+    store.put_bytes(keys["report"], html_text.encode("utf-8"))
+    return keys
 
 
 def _num(v: float | None, metric: str) -> str:

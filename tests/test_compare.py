@@ -113,3 +113,27 @@ def test_history_and_baseline_loading(tmp_path):
     assert compare.load_baseline(s, runs[0].results, "previous") is None
     recent = compare.recent_results(s, history, current.run_id)
     assert [r.run_id for r in recent] == [r.results.run_id for r in runs[:3]]
+
+
+def test_attach_comparison_and_write_report(tmp_path):
+    from common.logging import configure
+    from tests.fixtures.results import build_history
+
+    configure()
+    s = LocalStore(tmp_path / "a")
+    older = build_history(2)
+    for run in older:
+        write_run(s, run)
+        r = run.results
+        s.put_json(layout.history_json(f"{r.created_at:%Y-%m-%d}", r.run_id), r)
+    cur = build_run(knobs=RunKnobs(slowdown={SLOW: 1.4}))
+    results, base = compare.attach_comparison(s, cur.results, cur.benches, "previous")
+    assert base.run_id == older[-1].results.run_id == results.baseline_run_id
+    assert [(r.arch, r.format, r.device_id, r.delegate) for r in results.regressions if r.kind == "regression"] == [SLOW]
+    keys = compare.write_report(s, results, cur.evals, cur.benches, base)
+    assert keys == {"report": layout.report_html(cur.results.run_id), "pareto": layout.pareto_png(cur.results.run_id)}
+    page = s.get_bytes(keys["report"]).decode()
+    assert older[-1].results.run_id in page and "regression" in page and 'id="history-table"' in page
+    assert s.get_bytes(keys["pareto"])[:4] == b"\x89PNG"
+    none, base = compare.attach_comparison(s, cur.results, cur.benches, "none")
+    assert base is None and none.baseline_run_id is None and none.regressions == []
