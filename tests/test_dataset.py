@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from common import dataset as ds
-
-
-def _jpeg(colour, size=(40, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
+from common.errors import DatasetError
+from tests.fixtures.data import BLUE, GREEN, RED, class_tree, image_bytes, jpeg_bytes, noisy_jpeg_bytes, write
 
 
 def _png(colour, size=(40, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="PNG")
-    return buf.getvalue()
+    return image_bytes(Image.new("RGB", size, colour), "PNG")
 
 
 def _write_shard(path, records):
@@ -35,7 +31,7 @@ def _write_shard(path, records):
 # ---------------------------------------------------------------- tf.data input
 
 def test_load_split_shapes_dtypes_labels_in_order(tmp_path):
-    records = [(_jpeg((200, 10, 10)) if i % 2 else _png((10, 10, 200)), i % 3, f"c/{i}.x") for i in range(7)]
+    records = [(jpeg_bytes((200, 10, 10)) if i % 2 else _png((10, 10, 200)), i % 3, f"c/{i}.x") for i in range(7)]
     shard = _write_shard(tmp_path / "validation-00000-of-00001.tfrecord", records)
     data = ds.load_split([shard], (16, 24), batch_size=4, training=False)
     batches = list(data)
@@ -78,15 +74,6 @@ def test_decode_resize_matches_tf_resize_of_pillow_pixels():
 
 
 # ---------------------------------------------------------------- discovery and layouts
-
-import os  # noqa: E402
-import shutil  # noqa: E402
-
-from common.errors import DatasetError  # noqa: E402
-from tests.fixtures.data import (  # noqa: E402
-    BLUE, GREEN, RED, class_tree, image_bytes, jpeg_bytes, noisy_jpeg_bytes, write,
-)
-
 
 def _build(s, tmp_path, **kw):
     return ds.build(s, tmp_path / "out", source="test", code_version="test", **kw)
@@ -370,3 +357,16 @@ def test_same_source_prepares_identical_shards(tmp_path):
     a = _build(ds.scan(root), tmp_path / "1").manifest
     b = _build(ds.scan(root), tmp_path / "2").manifest
     assert a.splits == b.splits
+
+
+def test_prepared_synthetic_feeds_load_split(prepared_synthetic):
+    m = prepared_synthetic.manifest
+    root = prepared_synthetic.store.root
+    val = ds.load_split([root / r.key for r in m.splits["validation"].shards], (32, 48), 16, training=False)
+    labels = []
+    for x, y in val:
+        assert x.shape[1:] == (32, 48, 3) and x.dtype.name == "float32" and y.dtype.name == "int32"
+        labels.extend(y.numpy().tolist())
+    assert labels == sorted(list(range(30)) * 2)  # validation records are in class order
+    train = ds.load_split([root / r.key for r in m.splits["train"].shards], (32, 48), 32, training=True)
+    assert sorted(int(v) for _, y in train for v in y.numpy()) == sorted(list(range(30)) * 4)

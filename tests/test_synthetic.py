@@ -60,8 +60,9 @@ def test_regenerating_replaces_but_refuses_real_data(tmp_path):
 
 def test_generation_is_fast(tmp_path):
     t0 = time.perf_counter()
-    generate(tmp_path / "s", 20, 0 + 1, seed=0, image_size=(64, 96))
-    assert time.perf_counter() - t0 < 5.0
+    generate(tmp_path / "s", 20, 1, seed=0, image_size=(64, 96))
+    # About 0.5 s on a quiet 2-core machine; the bound only catches an order-of-magnitude slip.
+    assert time.perf_counter() - t0 < 10.0
 
 
 def test_learnable_by_nearest_class_mean(tmp_path):
