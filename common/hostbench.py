@@ -156,6 +156,15 @@ def _maxrss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+def _current_rss_mb() -> float:
+    """Resident set size now, in MB; where the OS does not say (macOS without psutil), the peak so far."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        return _maxrss_mb()
+
+
 def _timed_invokes(interp, n: int) -> list[int]:
     """n invoke() calls, each timed alone with perf_counter_ns; nanoseconds."""
     invoke = interp.invoke
@@ -193,14 +202,14 @@ def measure_in_process(model_path: str | Path, num_threads: int = 2, warmup_runs
     # numpy and LiteRT are imported by now; the baseline is everything but the model.
     from ai_edge_litert.interpreter import Interpreter  # noqa: F401  (load the library before the baseline)
 
-    base_mb = _maxrss_mb()
+    base_mb = _current_rss_mb()
     t0 = time.perf_counter_ns()
     try:
         interp = _load(model_path, num_threads)
     except (ValueError, RuntimeError) as exc:
         raise HostBenchError(f"LiteRT could not load {model_path}: {exc}") from exc
     init_ms = (time.perf_counter_ns() - t0) / 1e6
-    init_mem = _maxrss_mb() - base_mb
+    init_mem = max(0.0, _current_rss_mb() - base_mb)
     _fill_inputs(interp)
 
     # benchmark_model counts the first inference as the first warm-up run; so do we.
@@ -211,14 +220,15 @@ def measure_in_process(model_path: str | Path, num_threads: int = 2, warmup_runs
     peak = _maxrss_mb()
     if isolated:
         method = ("peak RSS (getrusage ru_maxrss) of a fresh child process that only loads LiteRT and "
-                  "this model; init/overall = growth over the RSS before the model was loaded")
+                  "this model; init = RSS growth from interpreter creation + allocate_tensors, overall = peak RSS "
+                  "minus the RSS before the model was loaded")
     else:
         method = ("ru_maxrss of the calling process, not isolated: peak includes whatever the caller "
-                  "had loaded; init/overall = growth over the peak before the model was loaded (a lower bound)")
+                  "had loaded; init/overall = RSS growth over the RSS before the model was loaded")
     return HostMeasurement(
         timings=summarize(samples_ms, init=init_ms, first=first_ms, warmup_mean=warmup_mean),
         samples_ms=samples_ms,
-        memory=Memory(init_mb=round(init_mem, 3), overall_mb=round(peak - base_mb, 3),
+        memory=Memory(init_mb=round(init_mem, 3), overall_mb=round(max(0.0, peak - base_mb), 3),
                       peak_mb=round(peak, 3), method=method),
         delegate_applied="cpu",
         cpu_model=cpu_model_name(),
