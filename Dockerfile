@@ -53,6 +53,8 @@ ENV PATH=/opt/scenebench/bin:$PATH \
     HOME=/home/scenebench \
     KERAS_HOME=/tmp/keras \
     MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/cache \
+    CUDA_CACHE_PATH=/tmp/cuda-cache \
     TF_CPP_MIN_LOG_LEVEL=2 \
     SCENEBENCH_LOG_FORMAT=json
 WORKDIR /home/scenebench

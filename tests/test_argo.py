@@ -324,3 +324,41 @@ def test_expand_yields_both_branches_of_an_expression():
     arg = "{{=workflow.parameters.regressions == 'fail' ? '--fail-on-regression' : '--no-fail-on-regression'}}"
     assert expand(arg, {}) == ["--fail-on-regression", "--no-fail-on-regression"]
     assert expand("--arch={{inputs.parameters.arch}}", {"inputs.parameters.arch": "a"}) == ["--arch=a"]
+
+
+def test_benchmark_fan_out_reads_the_keys_the_plan_has(tmp_path):
+    """The plan jobs.benchmark writes (here from its in-process host runner) has every key
+    the template's benchmark fan-out reads as {{item.<key>}}."""
+    from jobs import benchmark
+
+    path = tmp_path / "plan.json"
+    benchmark.emit_plan(load(benchmark.BenchmarkSettings, {"emit_plan": str(path), "devices": "all"}))
+    plan = json.loads(path.read_text())
+    assert plan and all(isinstance(item, dict) for item in plan)
+    templates = {t["name"]: t for t in workflow_template()["spec"]["templates"]}
+    (task,) = [t for t in templates["model"]["dag"]["tasks"] if t["name"] == "benchmark"]
+    used = set(re.findall(r"\{\{item\.(\w+)\}\}", json.dumps(task)))
+    assert used and used <= set(plan[0]), (used, plan[0])
+    # ... and each planned pair is accepted back by the benchmark step's own settings.
+    for item in plan:
+        load(benchmark.BenchmarkSettings, {"devices": item["device"], "delegates": item["delegate"]})
+
+
+def test_prepare_as_the_template_calls_it_writes_the_fan_out_from_the_registry(tmp_path):
+    """Run jobs.prepare with the template's own arguments (a local store, tiny synthetic data):
+    every output parameter file appears, and `archs=all` becomes the registry's list."""
+    from jobs import prepare
+
+    templates = {t["name"]: t for t in workflow_template()["spec"]["templates"]}
+    params = dict(default_parameters(), store=(tmp_path / "store").as_uri(), **{"image-size": "64x96"})
+    values = representative_values(params, ARCH_NAMES[0], "float32")
+    argv = [expand(a, values)[0] for a in templates["prepare"]["container"]["args"]]
+    outputs_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--outputs-dir="))
+    argv = [a.replace(outputs_dir, str(tmp_path / "outputs")) for a in argv] + ["--synthetic-per-class=2"]
+    assert prepare.main(argv) == 0
+    for output in templates["prepare"]["outputs"]["parameters"]:
+        path = Path(output["valueFrom"]["path"].replace(outputs_dir, str(tmp_path / "outputs")))
+        assert path.is_file(), f"prepare did not write {output['name']} ({path.name})"
+    assert json.loads((tmp_path / "outputs" / "archs.json").read_text()) == list(ARCH_NAMES)
+    formats = json.loads((tmp_path / "outputs" / "formats.json").read_text())
+    assert formats == [f for f in params["formats"].split(",")]

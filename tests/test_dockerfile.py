@@ -68,7 +68,7 @@ def test_no_secret_in_the_image():
 
 def test_caches_point_at_tmp_for_a_read_only_root_filesystem():
     env = " ".join(a for k, a in instructions() if k == "ENV")
-    for var in ("KERAS_HOME=/tmp/", "MPLCONFIGDIR=/tmp/", "PYTHONDONTWRITEBYTECODE=1"):
+    for var in ("KERAS_HOME=/tmp/", "MPLCONFIGDIR=/tmp/", "XDG_CACHE_HOME=/tmp/", "PYTHONDONTWRITEBYTECODE=1"):
         assert var in env
 
 
