@@ -248,6 +248,9 @@ def test_no_secret_value_outside_the_kind_dev_secret():
             values = {**doc.get("data", {}), **doc.get("stringData", {})}
             filled = [k for k, v in values.items() if v and not k.endswith("ENDPOINT")]
             assert not filled, f"{path.relative_to(REPO)} holds values for {filled}"
+
+
+def test_credentials_reach_containers_only_from_secrets():
     for overlay in OVERLAYS:
         for where, _, containers, _ in pods(overlay):
             for c in containers:
@@ -272,3 +275,17 @@ def test_dev_secret_values_appear_nowhere_else():
             continue
         for value in values:
             assert value not in text, f"{rel} contains a dev secret value"
+
+
+def test_runner_deployment_arguments_parse_with_the_runner_parser():
+    from common.settings import build_parser, load
+    from runner.__main__ import ServeSettings
+
+    runner = by_kind("kind", "Deployment")["scenebench-runner"]["spec"]["template"]["spec"]["containers"][0]
+    assert runner["command"][-1] == "serve"
+    settings = load(ServeSettings, build_parser(ServeSettings, "runner serve", "").parse_args(runner["args"]))
+    assert settings.backend == "host" and settings.host == "0.0.0.0"
+    assert settings.port == runner["ports"][0]["containerPort"]
+    token_env = {e["name"] for e in runner["env"]}
+    assert settings.token_env in token_env, "the runner would start without its token"
+    assert any(m["mountPath"] == str(Path(settings.db).parent) for m in runner["volumeMounts"])
