@@ -177,7 +177,8 @@ def build_model(arch_name: str, image_size: tuple[int, int], num_classes: int = 
     pre = _preprocess_layer(arch.preprocessing)
     x = pre(inputs) if pre is not None else inputs
     try:
-        backbone = ctor(include_top=False, weights=backbone_weights, input_shape=(h, w, 3), pooling="avg")
+        backbone = ctor(include_top=False, weights=backbone_weights, input_shape=(h, w, 3), pooling="avg",
+                        name="backbone")
     except Exception as exc:  # download failures surface as many types
         if backbone_weights == "imagenet":
             raise ConfigError(
@@ -186,7 +187,6 @@ def build_model(arch_name: str, image_size: tuple[int, int], num_classes: int = 
                 "or use --weights none"
             ) from exc
         raise
-    backbone._name = "backbone"
     x = backbone(x)
     rate = arch.recipe.dropout if dropout is None else dropout
     if rate > 0:

@@ -110,3 +110,17 @@ def timed(fn, *args, **kwargs):
     t0 = time.monotonic()
     out = fn(*args, **kwargs)
     return out, time.monotonic() - t0
+
+
+def calibration_images(shard_paths, image_size: tuple[int, int], n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified sample of n training images, decoded and resized as training does.
+
+    Only the chosen records are decoded, so sampling 200 of CamSDD's ~10k photos is cheap.
+    """
+    from common.dataset import decode_resize, iter_examples
+
+    records = list(iter_examples(shard_paths))
+    labels = np.array([r[1] for r in records], dtype=np.int64)
+    idx = stratified_indices(labels, n, seed)
+    images = np.stack([np.asarray(decode_resize(records[i][0], image_size)) for i in idx])
+    return images, labels[idx]

@@ -11,6 +11,24 @@ import structlog
 _configured = False
 
 
+class _StreamLogger:
+    """Writes each rendered line to the *current* sys.stdout/sys.stderr.
+
+    structlog's PrintLogger keeps the stream it was given; test harnesses and some CLIs
+    swap (and close) sys.stderr, and a kept reference then fails on write.
+    """
+
+    def __init__(self, to_stdout: bool):
+        self.to_stdout = to_stdout
+
+    def msg(self, message: str) -> None:
+        stream = sys.stdout if self.to_stdout else sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
 def configure(level: str | None = None, json: bool | None = None) -> None:
     """Configure structlog once per process.
 
@@ -41,7 +59,7 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
         # JSON lines go to stdout, where pod log collectors look; a person's terminal gets
         # them on stderr so that stdout stays for the tables the commands print.
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout if json else sys.stderr),
+        logger_factory=lambda *args: _StreamLogger(to_stdout=bool(json)),
         cache_logger_on_first_use=False,
     )
     # TensorFlow and absl chatter goes through stdlib logging; keep it out of our lines.

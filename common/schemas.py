@@ -245,8 +245,8 @@ class Timings(Doc):
     std: float
     min: float
     max: float
-    p50: float
-    p90: float
+    p50: float | None = Field(default=None, description="absent when the tool reports no per-run samples (iOS)")
+    p90: float | None = Field(default=None, description="absent when the tool reports no per-run samples (iOS)")
     p99: float | None = None
     count: int
 

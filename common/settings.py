@@ -74,7 +74,7 @@ def build_parser(settings_cls: type[JobSettings], prog: str, description: str) -
         choices = _choices(field.annotation)
         if choices and get_origin(field.annotation) is not list:
             help_text += f" One of: {', '.join(choices)}."
-        default = field.get_default(call_default_factory=True)
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
         if default not in (None, "", [], ()):
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             help_text += f" Default: {shown}."

@@ -61,12 +61,14 @@ def plan_phases(epochs: int, pretrained: bool, head_fraction: float) -> list[Pha
 
 
 def auto_bn_momentum(total_steps: int) -> float:
-    """BatchNorm momentum whose averaging window fits the run: ~1/4 of the steps, at most 100.
+    """BatchNorm momentum whose averaging window fits the run: 1/20 of the steps, at most 100.
 
-    Keras' 0.99 (a 100-step window) is right for real runs; a 40-step smoke run would end
-    with moving statistics that are mostly the initial ones.
+    Keras' 0.99 (a 100-step window) is right for real runs. In a short run the weights
+    move fast to the very end, and a long window averages statistics of networks that no
+    longer exist: on the synthetic set a 90-step MobileNetV2 run validated at chance with
+    a 22-step window and at 38 % top-1 with a 5-step one.
     """
-    window = max(2.0, min(100.0, total_steps / 4.0))
+    window = max(2.0, min(100.0, total_steps / 20.0))
     return round(1.0 - 1.0 / window, 4)
 
 

@@ -1,0 +1,111 @@
+"""Collect a run's step documents into results.json, the leaderboard and the report; update latest."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pydantic import Field, field_validator
+
+from common import layout
+from common.errors import StepFailed
+from common.jobkit import StepSettings, parser_for, require_run_id, run_job
+from common.logging import get_logger
+from common.regression import Thresholds, count_kinds
+from common.results import build_results, ranked, render_leaderboard
+from common.schemas import BenchResult, ConvertReport, EvalReport, Pointer, Results, TrainReport
+from common.store import ArtifactStore
+from jobs._io import load_run
+
+STEP = "aggregate"
+
+
+class AggregateSettings(StepSettings):
+    c: float = Field(1.0, gt=0, description="The score's normalisation constant C.")
+    score_basis: str = Field("auto", description="Measurement the score uses: auto (iPhone CPU when measured, "
+                                                 "else host CPU) or DEVICE_ID/DELEGATE.")
+    baseline: str = Field("previous", description="Run to compare with: previous (last run in results/history/), "
+                                                  "none, or a run id.")
+    fail_on_regression: bool = Field(False, description="Exit non-zero when regressions are flagged (for CI gates).")
+    top1_drop_pts: float = Field(1.0, ge=0, description="Top-1 drop (points) flagged as a regression.")
+    latency_rel: float = Field(0.10, ge=0, description="Relative latency growth (beyond noise) flagged.")
+    size_rel: float = Field(0.05, ge=0, description="Relative model size growth flagged.")
+
+    @field_validator("score_basis")
+    @classmethod
+    def _basis(cls, v: str) -> str:
+        if v != "auto" and v.count("/") != 1:
+            raise ValueError("use auto or DEVICE_ID/DELEGATE, e.g. host-amd-epyc/cpu")
+        return v
+
+
+def build_parser():
+    return parser_for(AggregateSettings, "jobs.aggregate", __doc__)
+
+
+def collect(store: ArtifactStore, run_id: str, archs: list[str], formats: list[str]):
+    trains = {a: store.try_get_model(layout.train_json(run_id, a), TrainReport) for a in archs}
+    converts = {(a, f): store.try_get_model(layout.convert_json(run_id, a, f), ConvertReport)
+                for a in archs for f in formats}
+    evals = {(a, f): store.try_get_model(layout.eval_json(run_id, a, f), EvalReport)
+             for a in archs for f in formats}
+    benches: dict[tuple[str, str], list[tuple[str, BenchResult]]] = {}
+    for a in archs:
+        for f in formats:
+            for key in store.list(layout.bench_prefix(run_id, a, f)):
+                if key.endswith(".json"):
+                    benches.setdefault((a, f), []).append((key, store.get_model(key, BenchResult)))
+    return trains, converts, evals, benches
+
+
+def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
+    from jobs.compare import attach_comparison, read_history, write_report
+
+    run_id = require_run_id(settings)
+    log = get_logger(step=STEP, run_id=run_id)
+    run, manifest = load_run(store, run_id)
+    trains, converts, evals, benches = collect(store, run_id, run.params.archs, run.params.formats)
+    results = build_results(run, manifest, trains, converts, evals, benches, c=settings.c,
+                            score_basis=settings.score_basis)
+    bench_docs = [b for pairs in benches.values() for _, b in pairs]
+    thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, latency_rel=settings.latency_rel,
+                            size_rel=settings.size_rel)
+    history = read_history(store)
+    results, baseline = attach_comparison(store, results, bench_docs, baseline=settings.baseline,
+                                          thresholds=thresholds, history=history)
+
+    # Everything the results point at first; results.json last (its presence = run complete).
+    store.put_bytes(layout.leaderboard_md(run_id), render_leaderboard(results).encode())
+    report_keys = write_report(store, results, {k: v for k, v in evals.items() if v is not None},
+                               bench_docs, baseline=baseline, history=history)
+    store.put_json(layout.results_json(run_id), results)
+    store.put_json(layout.history_json(results.created_at.strftime("%Y%m%d"), run_id), results)
+    store.put_json(layout.LATEST, Pointer(run_id=run_id, results_key=layout.results_json(run_id),
+                                          report_key=report_keys.get("report"),
+                                          leaderboard_key=layout.leaderboard_md(run_id)))
+    kinds = count_kinds(results.regressions)
+    best = next((m for m in ranked(results) if m.score is not None), None)
+    summary = {
+        "results": store.describe(layout.results_json(run_id)), "models": len(results.models),
+        "missing": len(results.missing), "baseline": results.baseline_run_id,
+        "regressions": kinds.get("regression", 0), "improvements": kinds.get("improvement", 0),
+        "best": f"{best.arch}/{best.format} score {best.score:.4g} on {best.score_basis}" if best else None,
+    }
+    if kinds.get("regression") and settings.fail_on_regression:
+        log.error("regressions_found", **summary)
+        raise StepFailed(f"{kinds['regression']} regression(s) against run {results.baseline_run_id} "
+                         f"(see {store.describe(layout.leaderboard_md(run_id))}); --fail-on-regression is set")
+    return summary
+
+
+def aggregate(settings: AggregateSettings, store: ArtifactStore) -> Results:
+    """For the pipeline: run the step and return the stored results."""
+    run_aggregate(settings, store)
+    return store.get_model(layout.results_json(require_run_id(settings)), Results)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job(STEP, AggregateSettings, build_parser(), run_aggregate, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
