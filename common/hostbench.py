@@ -151,7 +151,18 @@ def _fill_inputs(interp) -> None:
 
 
 def _maxrss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far, in MB.
+
+    On Linux this is VmHWM of /proc/self/status: ru_maxrss survives execve, so a child
+    started from a parent holding TensorFlow (1.5 GB) would report the parent's peak.
+    Elsewhere ru_maxrss (KiB on Linux, bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
@@ -219,7 +230,7 @@ def measure_in_process(model_path: str | Path, num_threads: int = 2, warmup_runs
     samples_ms = [ns / 1e6 for ns in _timed_invokes(interp, num_runs)]
     peak = _maxrss_mb()
     if isolated:
-        method = ("peak RSS (getrusage ru_maxrss) of a fresh child process that only loads LiteRT and "
+        method = ("peak RSS (VmHWM, or ru_maxrss where there is no /proc) of a fresh child process that only loads LiteRT and "
                   "this model; init = RSS growth from interpreter creation + allocate_tensors, overall = peak RSS "
                   "minus the RSS before the model was loaded")
     else:

@@ -23,10 +23,12 @@ HOST_LABEL = "host CPU, not an iPhone"
 
 def entry_label(e: LatencyEntry) -> str:
     applied = e.delegate_applied or e.delegate_requested
-    where = f"{e.device_name} {applied}"
+    where = f"{e.device_name} · {applied}"
     if applied != e.delegate_requested:
         where += f" (asked {e.delegate_requested})"
-    return f"{where} ({HOST_LABEL})" if e.backend == "host" else where
+    if e.backend == "host" and "not an iphone" not in e.device_name.lower():
+        where += f" ({HOST_LABEL})"
+    return where
 
 
 def latency_entry(b: BenchResult, key: str) -> LatencyEntry:
@@ -172,7 +174,9 @@ def render_leaderboard(results: Results) -> str:
                   "| model | format | device | delegate (applied) | mean ms | p50 ms | p90 ms | init ms | peak RAM MB | score |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for m, e in sorted(all_entries, key=lambda me: (me[0].arch, me[0].format, me[1].device_id, me[1].delegate_requested)):
-            dev = f"{e.device_name} [{e.device_model}, {e.device_os}]" + (f" — {HOST_LABEL}" if e.backend == "host" else "")
+            dev = f"{e.device_name} [{e.device_os}]" if e.backend == "host" else f"{e.device_name} [{e.device_model}, {e.device_os}]"
+            if e.backend == "host" and "not an iphone" not in e.device_name.lower():
+                dev += f" — {HOST_LABEL}"
             deleg = e.delegate_requested + (f" ({e.delegate_applied})" if e.delegate_applied and e.delegate_applied != e.delegate_requested else "")
             if e.status != "ok":
                 lines.append(f"| {m.arch} | {m.format} | {dev} | {deleg} | missing: {e.reason} | | | | | |")
