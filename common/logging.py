@@ -9,6 +9,7 @@ import sys
 import structlog
 
 _configured = False
+_ours = None  # our renderer, to tell our configuration from a test's
 
 
 class _StreamLogger:
@@ -30,12 +31,18 @@ class _StreamLogger:
 
 
 def configure(level: str | None = None, json: bool | None = None) -> None:
-    """Configure structlog once per process.
+    """Configure structlog for this process (every job's entry point calls it).
 
     JSON is chosen when stdout is not a terminal (pods, CI, pipes) unless
-    SCENEBENCH_LOG_FORMAT=console|json says otherwise.
+    SCENEBENCH_LOG_FORMAT=console|json says otherwise. When someone else has configured
+    structlog since (structlog.testing.capture_logs in tests), their set-up is kept.
     """
-    global _configured
+    global _configured, _ours
+    if structlog.is_configured() and _ours is not None:
+        current = structlog.get_config()["processors"]
+        # capture_logs swaps the processors in place; our renderer last means it is ours.
+        if not current or current[-1] is not _ours:
+            return
     level = (level or os.environ.get("SCENEBENCH_LOG_LEVEL", "INFO")).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         level = "INFO"
@@ -47,15 +54,17 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    _ours = renderer
+    processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
         # JSON lines go to stdout, where pod log collectors look; a person's terminal gets
         # them on stderr so that stdout stays for the tables the commands print.

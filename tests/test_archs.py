@@ -1,0 +1,118 @@
+"""The architecture registry: every entry builds, preprocesses as documented and loads weights."""
+
+import numpy as np
+import pytest
+
+from common import archs
+from common.errors import ConfigError
+
+SIZE = (32, 48)
+
+
+def test_registry_has_the_study_architectures():
+    assert archs.ARCH_NAMES == ("mobilenet_v2", "efficientnet_b2", "resnet50")
+    assert archs.DEFAULT_IMAGE_SIZE == (384, 576)
+    for a in archs.ARCHS.values():
+        assert a.recipe.batch_size > 0 and a.imagenet_notop_file.endswith(".h5")
+    assert archs.get_arch("resnet50").recipe.schedule == "bit_hyperrule"
+
+
+def test_unknown_arch_names_valid_values():
+    with pytest.raises(ConfigError, match="valid values: mobilenet_v2, efficientnet_b2, resnet50"):
+        archs.get_arch("vgg16")
+
+
+@pytest.mark.parametrize("name", archs.ARCH_NAMES)
+def test_every_arch_builds_a_30_class_softmax_on_raw_pixels(name):
+    model = archs.build_model(name, SIZE)
+    assert model.input_shape == (None, *SIZE, 3)
+    x = np.random.default_rng(0).uniform(0, 255, (2, *SIZE, 3)).astype("float32")
+    y = np.asarray(model(x))
+    assert y.shape == (2, 30)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-4)
+    assert model.get_layer("backbone") is not None
+
+
+def test_caffe_preprocessing_matches_keras_resnet50():
+    import keras
+
+    layer = archs.caffe_preprocess_class()()
+    x = np.random.default_rng(1).uniform(0, 255, (1, 4, 4, 3)).astype("float32")
+    expected = keras.applications.resnet50.preprocess_input(x.copy())
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_mobilenet_preprocessing_maps_to_minus_one_one():
+    model = archs.build_model("mobilenet_v2", SIZE)
+    pre = model.get_layer("preprocess")
+    out = np.asarray(pre(np.array([[[[0.0, 127.5, 255.0]]]], dtype="float32")))
+    np.testing.assert_allclose(out, [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+
+
+def _save_legacy_notop(path, name):
+    """A backbone-only weights file in the legacy HDF5 layout keras.applications downloads."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    ctor = getattr(keras.applications, archs.get_arch(name).keras_app)
+    backbone = ctor(include_top=False, weights=None, input_shape=(*SIZE, 3), pooling="avg")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+    return backbone
+
+
+def test_imagenet_weights_are_taken_from_the_weights_dir(tmp_path, monkeypatch):
+    """'imagenet' first looks for the file keras would download; a cluster pre-seeds it."""
+    monkeypatch.setenv("SCENEBENCH_WEIGHTS_DIR", str(tmp_path))
+    arch = archs.get_arch("mobilenet_v2")
+    ref = _save_legacy_notop(tmp_path / arch.imagenet_notop_file, "mobilenet_v2")
+    assert archs.resolve_backbone_weights(arch, "imagenet") == str(tmp_path / arch.imagenet_notop_file)
+    model = archs.build_model("mobilenet_v2", SIZE, weights="imagenet")
+    got = model.get_layer("backbone").get_weights()
+    want = ref.get_weights()
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_backbone_weights_file_by_path(tmp_path):
+    path = tmp_path / "my_resnet_notop.h5"
+    ref = _save_legacy_notop(path, "resnet50")
+    model = archs.build_model("resnet50", SIZE, weights=str(path))
+    np.testing.assert_array_equal(model.get_layer("backbone").get_weights()[0], ref.get_weights()[0])
+
+
+def test_full_model_weights_file(tmp_path):
+    a = archs.build_model("mobilenet_v2", SIZE)
+    path = tmp_path / "trained.weights.h5"
+    a.save_weights(path)
+    b = archs.build_model("mobilenet_v2", SIZE, weights=str(path))
+    x = np.random.default_rng(2).uniform(0, 255, (1, *SIZE, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_missing_weights_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        archs.build_model("mobilenet_v2", SIZE, weights=str(tmp_path / "nope.h5"))
+
+
+def test_imagenet_without_network_names_the_file_to_place(tmp_path, monkeypatch):
+    """No file in the weights dir and no way to download: the message says where to put it."""
+    monkeypatch.setenv("SCENEBENCH_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    # An unroutable proxy makes the download fail fast and deterministically.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="efficientnetb2_notop.h5"):
+        archs.build_model("efficientnet_b2", SIZE, weights="imagenet")
+
+
+def test_batchnorm_momentum_is_set_everywhere():
+    model = archs.build_model("efficientnet_b2", SIZE)
+    n = archs.set_batchnorm_momentum(model, 0.8)
+    assert n > 10
+    import keras
+
+    bns = [l for l in archs._all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    assert {l.momentum for l in bns} == {0.8}

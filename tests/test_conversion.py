@@ -1,0 +1,117 @@
+"""Every architecture converts to every TFLite format and runs in the LiteRT interpreter.
+
+Tiny inputs (32x48) and untrained weights keep this to minutes; what is checked is the
+conversion itself: formats, uint8 I/O of int8 models, op sets, and agreement with Keras.
+"""
+
+import numpy as np
+import pytest
+
+from common import archs
+from common.conversion import (
+    calibration_images,
+    convert,
+    export_saved_model,
+    inspect_tflite,
+    representative_from,
+    stratified_indices,
+)
+from common.errors import ConversionError
+from common.evaluation import TFLiteClassifier
+from common.schemas import FORMATS
+
+SIZE = (32, 48)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=archs.ARCH_NAMES)
+def converted(request, tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    name = request.param
+    model = archs.build_model(name, SIZE)
+    work = tmp_path_factory.mktemp(name)
+    sm = export_saved_model(model, work / "saved_model")
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(0, 255, (8, *SIZE, 3)).astype("float32")
+    probe = rng.uniform(0, 255, (4, *SIZE, 3)).astype("float32")
+    out = {}
+    for fmt in FORMATS:
+        path = work / f"{fmt}.tflite"
+        path.write_bytes(convert(sm, fmt, representative_from(calib) if fmt == "int8" else None))
+        out[fmt] = path
+    return name, model, out, probe
+
+
+def test_formats_have_the_expected_io_and_size(converted):
+    name, _, paths, _ = converted
+    info = {fmt: inspect_tflite(p) for fmt, p in paths.items()}
+    for fmt, (inp, out, ops) in info.items():
+        assert inp.shape == [1, *SIZE, 3] and out.shape == [1, 30], (name, fmt)
+        assert sum(ops.values()) > 10
+    inp, out, ops = info["int8"]
+    assert inp.dtype == "uint8" and out.dtype == "uint8"
+    assert inp.quantization is not None and out.quantization is not None
+    # Full integer: no float convolutions left, only (de)quantize at the edges, if any.
+    assert not any("DEQUANTIZE" == op for op in ops) or ops.get("DEQUANTIZE", 0) <= 1
+    for fmt in ("float32", "float16", "dynamic"):
+        assert info[fmt][0].dtype == "float32" and info[fmt][0].quantization is None
+    sizes = {fmt: p.stat().st_size for fmt, p in paths.items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+    assert sizes["dynamic"] < sizes["float32"]
+
+
+def test_float_formats_agree_with_keras(converted):
+    name, model, paths, probe = converted
+    want = np.asarray(model(probe))
+    for fmt, tol in (("float32", 1e-4), ("float16", 2e-2), ("dynamic", 5e-2)):
+        clf = TFLiteClassifier(paths[fmt])
+        got = np.stack([clf.predict_one(x) for x in probe])
+        assert np.abs(got - want).max() < tol, (name, fmt, np.abs(got - want).max())
+
+
+def test_int8_takes_uint8_pixels_and_returns_probabilities(converted):
+    name, model, paths, probe = converted
+    clf = TFLiteClassifier(paths["int8"])
+    assert clf.input["dtype"] == np.uint8
+    scale, zp = clf.input["quantization"]
+    # Calibrated on pixels in 0..255: one input step is about one pixel level.
+    assert 0.5 < scale < 2.0 and 0 <= zp <= 255
+    got = np.stack([clf.predict_one(x) for x in probe])
+    assert got.shape == (4, 30)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=0.1)
+    # Raw uint8 straight into the interpreter works too (what an iPhone app feeds it).
+    interp = clf.interpreter
+    interp.set_tensor(clf.input["index"], probe[:1].astype(np.uint8))
+    interp.invoke()
+    assert interp.get_tensor(clf.output["index"]).dtype == np.uint8
+
+
+def test_wrong_input_size_is_refused(converted):
+    _, _, paths, _ = converted
+    clf = TFLiteClassifier(paths["float32"])
+    with pytest.raises(ValueError, match="does not match"):
+        clf.predict_one(np.zeros((16, 16, 3), np.float32))
+
+
+def test_int8_needs_calibration_and_unknown_format_is_named(tmp_path):
+    model = archs.build_model("mobilenet_v2", SIZE)
+    sm = export_saved_model(model, tmp_path / "sm")
+    with pytest.raises(ConversionError, match="calibration"):
+        convert(sm, "int8", None)
+    with pytest.raises(ConversionError, match="valid values: float32, int8, float16, dynamic"):
+        convert(sm, "fp8")
+
+
+def test_stratified_calibration_sample(prepared_synthetic, tmp_path):
+    labels = np.repeat(np.arange(5), [10, 3, 1, 7, 2])
+    idx = stratified_indices(labels, 10, seed=0)
+    assert len(idx) == 10 and len(set(labels[idx])) == 5
+    assert (stratified_indices(labels, 10, seed=0) == idx).all()
+    m = prepared_synthetic.manifest
+    shards = [str(prepared_synthetic.store.root / s.key) for s in m.splits["train"].shards]
+    images, got = calibration_images(shards, SIZE, 30, seed=1)
+    assert images.shape == (30, *SIZE, 3) and images.dtype == np.float32
+    assert len(set(got.tolist())) == 30  # one per class
+    assert 0 <= images.min() and images.max() <= 255
