@@ -296,7 +296,9 @@ def train(
                                 dropout=recipe.dropout)
         set_batchnorm_momentum(model, bn_momentum)
 
-    train_ds = _one_hot(make_train_ds(global_batch), config.num_classes)
+    # Known length: Keras then neither warns about running out of data nor guesses epochs.
+    train_ds = _one_hot(make_train_ds(global_batch), config.num_classes).apply(
+        tf.data.experimental.assert_cardinality(steps_per_epoch))
     val_ds = make_val_ds(global_batch)
     val_ds_onehot = _one_hot(val_ds, config.num_classes)
 
@@ -312,7 +314,7 @@ def train(
                 compile_for_phase(model, recipe, phase, phase_steps[phase], global_batch)
             current_phase = phase
         t0 = time.monotonic()
-        hist = model.fit(train_ds, epochs=1, verbose=0)
+        hist = model.fit(train_ds, epochs=1, verbose=0, shuffle=False)  # tf.data shuffles
         seconds = time.monotonic() - t0
         val = model.evaluate(val_ds_onehot, verbose=0, return_dict=True)
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))

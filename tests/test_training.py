@@ -1,0 +1,134 @@
+"""Training: phase plan, schedules, BatchNorm momentum, the train job, caching and resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from common import layout
+from common.archs import get_arch
+from common.schemas import TrainReport
+from common.store import LocalStore
+from common.training import SCRATCH_RECIPE, auto_bn_momentum, effective_recipe, make_schedule, plan_phases
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_phase_plan():
+    assert plan_phases(10, pretrained=True, head_fraction=0.3) == ["head"] * 3 + ["full"] * 7
+    assert plan_phases(2, pretrained=True, head_fraction=0.3) == ["head", "full"]
+    assert plan_phases(1, pretrained=True, head_fraction=0.3) == ["full"]
+    assert plan_phases(5, pretrained=False, head_fraction=0.3) == ["full"] * 5
+    assert plan_phases(4, pretrained=True, head_fraction=0.0) == ["full"] * 4
+    with pytest.raises(ValueError):
+        plan_phases(0, True, 0.3)
+
+
+def test_recipes():
+    assert effective_recipe(get_arch("resnet50"), pretrained=True).schedule == "bit_hyperrule"
+    assert effective_recipe(get_arch("resnet50"), pretrained=False) == SCRATCH_RECIPE
+
+
+def test_bn_momentum_follows_run_length():
+    assert auto_bn_momentum(100_000) == 0.99
+    assert auto_bn_momentum(90) == pytest.approx(0.7778, abs=1e-4)
+    assert 0.5 <= auto_bn_momentum(3) < 0.9
+
+
+def test_bit_hyperrule_schedule_warms_up_then_steps_down():
+    recipe = get_arch("resnet50").recipe
+    sched = make_schedule(recipe, "full", 1000, batch_size=32)
+    peak = 0.003 * 32 / 512
+    lr = [float(sched(s)) for s in (0, 49, 100, 350, 650, 950)]
+    assert lr[0] < lr[1] <= peak * 1.0001
+    assert lr[2] == pytest.approx(peak, rel=1e-5)
+    assert lr[3] == pytest.approx(peak * 0.1, rel=1e-4)
+    assert lr[4] == pytest.approx(peak * 0.01, rel=1e-4)
+    assert lr[5] == pytest.approx(peak * 0.001, rel=1e-3)
+
+
+def test_cosine_schedule_decays():
+    sched = make_schedule(SCRATCH_RECIPE, "full", 200, batch_size=16)
+    values = [float(sched(s)) for s in (0, 10, 100, 199)]
+    assert values[0] < values[1] and values[1] > values[2] > values[3]
+
+
+# ---------------------------------------------------------------- the job, on real (tiny) data
+def _prepare(store_dir: Path, run_id: str, epochs: int) -> None:
+    from jobs import prepare
+
+    rc = prepare.main(["--store", str(store_dir), "--run-id", run_id, "--data", "synthetic",
+                       "--archs", "mobilenet_v2", "--formats", "float32", "--image-size", "32x48",
+                       "--epochs", str(epochs), "--weights", "none", "--synthetic-per-class", "4"])
+    assert rc == 0
+
+
+@pytest.mark.slow
+def test_train_job_writes_report_model_and_predictions_then_caches(tmp_path, monkeypatch):
+    from jobs import train
+
+    monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    store_dir = tmp_path / "store"
+    _prepare(store_dir, "r1", epochs=2)
+    args = ["--store", str(store_dir), "--run-id", "r1", "--arch", "mobilenet_v2"]
+    assert train.main(args) == 0
+    store = LocalStore(store_dir)
+    report = store.get_model(layout.train_json("r1", "mobilenet_v2"), TrainReport)
+    assert [h.epoch for h in report.history] == [1, 2]
+    assert report.image_size == [32, 48] and report.num_classes == 30
+    assert report.recipe["from_scratch"] is True and 0 < report.recipe["bn_momentum"] < 0.99
+    assert report.hardware.cpu and report.hardware.replicas == 1 and not report.hardware.mixed_precision
+    assert store.stat(report.model.key).sha256 == report.model.sha256
+    preds = np.load(store.root / layout.keras_val_predictions("r1", "mobilenet_v2"))
+    assert preds["probs"].shape == (60, 30) and preds["labels"].shape == (60,)
+    assert report.last_val_top1 == pytest.approx(100 * (preds["probs"].argmax(1) == preds["labels"]).mean())
+    with capture_logs() as logs:
+        assert train.main(args) == 0
+    assert any(e["event"] == "step_cached" and e.get("step") == "train" for e in logs)
+
+
+@pytest.mark.slow
+def test_training_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    """SIGKILL the train job after its first epoch's checkpoint; the re-run continues from it."""
+    from jobs import train
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(cache))
+    store_dir = tmp_path / "store"
+    _prepare(store_dir, "r2", epochs=3)
+    args = ["--store", str(store_dir), "--run-id", "r2", "--arch", "mobilenet_v2"]
+    state_file = store_dir / layout.checkpoint_state("r2", "mobilenet_v2")
+    env = {**os.environ, "SCENEBENCH_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not state_file.exists():
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = json.loads(state_file.read_text())["epochs_done"]
+    assert 1 <= done < 3, "killed too late to show a resume"
+    assert not (store_dir / layout.train_json("r2", "mobilenet_v2")).exists()
+
+    with capture_logs() as logs:
+        assert train.main(args) == 0
+    resumed = [e for e in logs if e["event"] == "train_resumed"]
+    assert resumed and resumed[0]["from_epoch"] == done
+    report = LocalStore(store_dir).get_model(layout.train_json("r2", "mobilenet_v2"), TrainReport)
+    assert report.resumed_from_epoch == done
+    assert [h.epoch for h in report.history] == [1, 2, 3]
+    trained_here = [e for e in logs if e["event"] == "epoch_done"]
+    assert [e["epoch"] for e in trained_here] == list(range(done + 1, 4))
