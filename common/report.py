@@ -49,6 +49,11 @@ def fmt_ms(v: float | None) -> str:
     return f"{v:.2f}"
 
 
+def fmt_s(v: float) -> str:
+    """Seconds as the paper prints them, without rounding a sub-millisecond host time to 0.000."""
+    return f"{v:.3f}" if v >= 0.01 else f"{v:.2g}"
+
+
 def fmt(v: float | None, digits: int = 2) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
@@ -184,6 +189,16 @@ def tick_label(v: float) -> str:
     return f"{v:g}" if abs(v) < 1e4 else f"{v:.3g}"
 
 
+def chart_subtitle(col: Column) -> str:
+    return f"{HOST_LABEL} \u00b7 {col.device_os}" if col.host else f"{col.device_model}, {col.device_os}"
+
+
+def chart_title(col: Column, x: float) -> str:
+    """Two lines: device and delegate, then the phone model and OS or the host-CPU label."""
+    return (f'<text x="{x}" y="17" class="ct">{e(col.title)}</text>'
+            f'<text x="{x}" y="32" class="cs{" host-text" if col.host else ""}">{e(chart_subtitle(col))}</text>')
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of points (latency, accuracy) that no other point beats on both counts."""
     front = []
@@ -221,7 +236,7 @@ def pareto_points(results: Results) -> dict[Column, list[Point]]:
 
 
 def svg_pareto(col: Column, pts: list[Point], width: int = 520, height: int = 330) -> str:
-    ml, mr, mt, mb = 56, 16, 34, 44
+    ml, mr, mt, mb = 56, 16, 46, 44
     lats = [p.latency_ms for p in pts]
     log = max(lats) / min(lats) > 8
     x = Scale(*padded_range(lats, log), ml, width - mr, log=log)
@@ -231,8 +246,7 @@ def svg_pareto(col: Column, pts: list[Point], width: int = 520, height: int = 33
              f'viewBox="0 0 {width} {height}" data-device="{e(col.device_id)}" data-delegate="{e(col.delegate)}">',
              f'<title>{e("Top-1 vs median latency, " + col.title + (" (" + HOST_LABEL + ")" if col.host else ""))}'
              '</title>']
-    title = col.title + (f" \u2014 {HOST_LABEL}" if col.host else f" \u2014 {col.device_model}, {col.device_os}")
-    parts.append(f'<text x="{ml}" y="18" class="ct{" host-text" if col.host else ""}">{e(title)}</text>')
+    parts.append(chart_title(col, 10))
     for t in x.ticks():
         px = x(t)
         parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{mt}" y2="{height - mb}" class="grid"/>'
@@ -292,17 +306,16 @@ def _box_stats(s: np.ndarray) -> dict[str, float]:
 
 def svg_distribution(col: Column, rows: list[tuple[str, list[float]]], width: int = 1060) -> str:
     """Box plot with every raw sample drawn as a jittered dot, one row per model."""
-    ml, mr, mt, mb, rh = 190, 20, 30, 40, 30
+    ml, mr, mt, mb, rh = 190, 20, 44, 40, 30
     height = mt + mb + rh * len(rows)
     allv = [v for _, s in rows for v in s]
     log = max(allv) / min(allv) > 8
     x = Scale(*padded_range(allv, log, 0.03), ml, width - mr, log=log)
     rng = np.random.default_rng(0)  # fixed jitter: the same run draws the same picture
-    title = col.title + (f" \u2014 {HOST_LABEL}" if col.host else f" \u2014 {col.device_model}, {col.device_os}")
+    title = f"{col.title} \u2014 {chart_subtitle(col)}"
     parts = [f'<svg class="chart dist" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'data-device="{e(col.device_id)}" data-delegate="{e(col.delegate)}">',
-             f'<title>{e("Latency samples, " + title)}</title>',
-             f'<text x="{ml}" y="18" class="ct{" host-text" if col.host else ""}">{e(title)}</text>']
+             f'<title>{e("Latency samples, " + title)}</title>', chart_title(col, 10)]
     for t in x.ticks():
         px = x(t)
         parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{mt}" y2="{height - mb}" class="grid"/>'
@@ -564,7 +577,7 @@ def _ours_for_phone(results: Results, phone: str) -> tuple[str, str | None, bool
         if le.backend == "ios":
             return dev_id, f"{le.device_name} ({le.device_model}, {le.device_os}) \u2014 not an iPhone 12 Pro", False
     for dev_id, le in devs.items():
-        return dev_id, f"{le.device_name} \u2014 {HOST_LABEL}", True
+        return dev_id, le.device_name, True
     return "", None, False
 
 
@@ -609,7 +622,7 @@ def paper_section(results: Results) -> str:
                         col = Column(dev_id, dlg, "", "", "", "host" if ours_host else "ios")
                         ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}</td>')
                     else:
-                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{le.mean_ms / 1000:.3f}</td>')
+                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}</td>')
                 cpu = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == "cpu"), None)
                 ram = cpu.peak_memory_mb if cpu is not None and cpu.status == "ok" else None
                 ours.append(f'<td class="num">{fmt(ram, 0)}</td>' if ram is not None
@@ -782,7 +795,8 @@ tr.failed td{color:var(--muted)}
 figure{margin:0}figcaption{color:var(--muted);font-size:12px;margin-bottom:4px;max-width:520px}
 svg.chart{background:#fff;border:1px solid var(--line);border-radius:4px}
 svg .grid{stroke:#eef1f4}svg .tick{font-size:10px;fill:var(--muted)}svg .axis{font-size:11px;fill:var(--muted)}
-svg .ct{font-size:13px;font-weight:600;fill:var(--fg)}svg .rl{font-size:11px;fill:var(--fg)}
+svg .ct{font-size:13px;font-weight:600;fill:var(--fg)}svg .cs{font-size:11.5px;fill:var(--muted)}
+svg .cs.host-text{fill:#9a5b00;font-weight:600}svg .rl{font-size:11px;fill:var(--fg)}
 svg .pl{font-size:10.5px;fill:#3a4550}
 svg .pt circle{fill:#9aa5b1;stroke:#fff;stroke-width:1}
 svg .pt.front circle{fill:#d62728;stroke:#7a0c0c;stroke-width:1.2}
