@@ -1,0 +1,107 @@
+"""The whole study on one machine, tiny: the DESIGN.md tree, results last, re-runs cached, runs compared."""
+
+import json
+
+import pytest
+from structlog.testing import capture_logs
+
+from common import layout
+from common.schemas import Pointer, Results
+from common.store import LocalStore
+from jobs import pipeline
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--data", "synthetic", "--archs", "mobilenet_v2", "--formats", "float32,int8", "--image-size", "32x48",
+        "--epochs", "1", "--weights", "none", "--synthetic-per-class", "3", "--num-runs", "5",
+        "--warmup-runs", "1", "--calibration-samples", "20"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("pipeline")
+    old = os.environ.get("SCENEBENCH_CACHE_DIR")
+    os.environ["SCENEBENCH_CACHE_DIR"] = str(root / "cache")
+    try:
+        store_dir = root / "store"
+        first = pipeline.main(["--store", str(store_dir), "--run-id", "run-a", *TINY])
+        with capture_logs() as rerun_logs:
+            rerun = pipeline.main(["--store", str(store_dir), "--run-id", "run-a", *TINY])
+        second = pipeline.main(["--store", str(store_dir), "--run-id", "run-b", *TINY])
+    finally:
+        if old is None:
+            os.environ.pop("SCENEBENCH_CACHE_DIR", None)
+        else:
+            os.environ["SCENEBENCH_CACHE_DIR"] = old
+    return LocalStore(store_dir), (first, rerun, second), rerun_logs
+
+
+def test_the_tree_of_a_run(two_runs):
+    store, codes, _ = two_runs
+    assert codes == (0, 0, 0)
+    keys = set(store.list())
+    run = "runs/run-a/"
+    for key in ("run.json", "results.json", "leaderboard.md", "report.html", "pareto.png",
+                "mobilenet_v2/train.json", "mobilenet_v2/model/model.keras", "mobilenet_v2/checkpoints/last.keras",
+                "mobilenet_v2/float32/model.tflite", "mobilenet_v2/float32/convert.json",
+                "mobilenet_v2/float32/eval.json", "mobilenet_v2/int8/model.tflite", "mobilenet_v2/int8/eval.json"):
+        assert run + key in keys, key
+    assert any(k.startswith(run + "mobilenet_v2/int8/bench/host-") and k.endswith("/cpu.json") for k in keys)
+    assert sum(k.startswith("datasets/") and k.endswith("dataset.json") for k in keys) == 1  # prepared once
+    assert "results/latest.json" in keys and any(k.startswith("results/history/") for k in keys)
+
+
+def test_results_json_is_the_last_object_of_the_run(two_runs):
+    store, _, _ = two_runs
+    files = [p for p in (store.root / "runs" / "run-a").rglob("*") if p.is_file() and not p.name.endswith(".sha256")]
+    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+    assert newest.name == "results.json"
+
+
+def test_results_have_every_model_measured_and_scored(two_runs):
+    store, _, _ = two_runs
+    r = store.get_model(layout.results_json("run-a"), Results)
+    assert r.dataset_synthetic and len(r.classes) == 30
+    assert {(m.arch, m.format) for m in r.models} == {("mobilenet_v2", "float32"), ("mobilenet_v2", "int8")}
+    for m in r.models:
+        assert m.status == "ok" and m.size_mb > 0 and 0 <= m.top1 <= m.top3 <= 100
+        assert m.keras_top1 is not None and m.drop_top1 is not None
+        assert m.score is not None and m.score > 0 and "not an iPhone" in m.score_basis
+        (e,) = m.latency
+        assert e.backend == "host" and e.status == "ok" and e.mean_ms > 0 and e.peak_memory_mb > 0
+    int8 = next(m for m in r.models if m.format == "int8")
+    f32 = next(m for m in r.models if m.format == "float32")
+    assert int8.size_mb < f32.size_mb / 2
+    board = store.get_bytes(layout.leaderboard_md("run-a")).decode()
+    assert "Synthetic data" in board and "mobilenet_v2" in board and "not an iPhone" in board
+
+
+def test_rerun_of_a_finished_run_skips_every_step(two_runs):
+    _, _, logs = two_runs
+    cached = {(e.get("step"), e.get("format")) for e in logs if e["event"] == "step_cached"}
+    for step in ("train",):
+        assert (step, None) in cached
+    for step in ("convert", "evaluate", "benchmark"):
+        assert (step, "float32") in cached and (step, "int8") in cached, step
+    assert not [e for e in logs if e["event"] == "epoch_done"]
+
+
+def test_second_run_is_compared_with_the_first(two_runs):
+    store, _, _ = two_runs
+    b = store.get_model(layout.results_json("run-b"), Results)
+    assert b.baseline_run_id == "run-a"
+    latest = store.get_model(layout.LATEST, Pointer)
+    assert latest.run_id == "run-b" and latest.results_key == layout.results_json("run-b")
+    html = store.get_bytes(layout.report_html("run-b")).decode()
+    assert "run-a" in html
+    history = [json.loads((store.root / k).read_text())["run_id"] for k in store.list("results/history/")]
+    assert sorted(history) == ["run-a", "run-b"]
+
+
+def test_bad_setting_stops_at_start(tmp_path, capsys):
+    assert pipeline.main(["--store", str(tmp_path), "--archs", "vgg", "--data", "synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert "--archs" in err and "mobilenet_v2" in err
+    assert not any(tmp_path.iterdir())
