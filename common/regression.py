@@ -15,10 +15,13 @@ every night. So a slowdown is flagged only when all three hold:
 1. the median grew by more than ``latency_rel`` (default 10 %) of the baseline median —
    the smallest change worth a person's attention;
 2. the growth exceeds ``latency_noise_k`` (default 2) robust standard deviations of the
-   device's run-to-run noise, estimated from the two sample sets' interquartile ranges
-   (IQR / 1.349 is the standard deviation of a normal distribution; IQR ignores the
-   occasional very slow sample that a phone produces). A shift as large as the device's
-   own spread is what two runs of the same model can show, and is not flagged;
+   device's noise, estimated from the two sample sets by the median absolute deviation
+   (1.4826 x MAD is the standard deviation of a normal distribution). A shift as large as
+   the device's own spread is what two runs of the same model can show, and is not
+   flagged. MAD rather than the interquartile range or the standard deviation because
+   timings are often bimodal: a CPU shared with other work puts a third or more of the
+   samples in a second, slower cluster, which inflates the IQR (measured: a doubled host
+   median hidden under an IQR-based bound) while MAD still reads the main cluster;
 3. a seeded bootstrap of the difference of medians puts the lower end of its
    ``confidence`` interval above zero: with few samples the medians themselves are
    uncertain, and a difference that resampling can erase is not a finding.
@@ -39,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.errors import ConfigError
 from common.schemas import BenchResult, LatencyEntry, ModelResult, Regression, Results
 
-IQR_TO_SIGMA = 1.349
+MAD_TO_SIGMA = 1.4826
 
 
 class Thresholds(BaseModel):
@@ -72,8 +75,7 @@ class LatencyVerdict:
 def _robust_sigma(samples: np.ndarray) -> float:
     if samples.size < 2:
         return 0.0
-    q75, q25 = np.percentile(samples, [75, 25])
-    return float(q75 - q25) / IQR_TO_SIGMA
+    return MAD_TO_SIGMA * float(np.median(np.abs(samples - np.median(samples))))
 
 
 def _bootstrap_interval(base: np.ndarray, cur: np.ndarray, thresholds: Thresholds) -> tuple[float, float]:

@@ -158,3 +158,18 @@ def test_pick_baseline_previous_named_none():
     dicts[-2]["status"] = "failed"
     assert pick_baseline(dicts, current.run_id)["run_id"] == runs[-3].run_id
     assert pick_baseline(dicts, "other", before=runs[1].created_at)["run_id"] == runs[0].run_id
+
+
+def bimodal(rng, fast: float, n: int = 40, slow_share: float = 0.35) -> np.ndarray:
+    # host CPUs shared with other work: a tight fast cluster and a slower one ~3x away
+    s = rng.normal(fast, fast * 0.02, n)
+    k = int(n * slow_share)
+    s[:k] = rng.uniform(fast * 1.5, fast * 3.5, k)
+    return rng.permutation(s)
+
+
+def test_bimodal_host_timings_doubling_is_flagged_same_is_not():
+    rng = np.random.default_rng(11)
+    assert judge_latency(bimodal(rng, 0.22), bimodal(rng, 0.44), Thresholds()).kind == "regression"
+    for _ in range(5):
+        assert judge_latency(bimodal(rng, 0.22), bimodal(rng, 0.22), Thresholds()).kind is None
