@@ -27,7 +27,10 @@ class AggregateSettings(StepSettings):
                                                   "none, or a run id.")
     fail_on_regression: bool = Field(False, description="Exit non-zero when regressions are flagged (for CI gates).")
     top1_drop_pts: float = Field(1.0, ge=0, description="Top-1 drop (points) flagged as a regression.")
+    top3_drop_pts: float = Field(1.0, ge=0, description="Top-3 drop (points) flagged as a regression.")
     latency_rel: float = Field(0.10, ge=0, description="Relative latency growth (beyond noise) flagged.")
+    latency_noise_k: float = Field(2.0, ge=0, description="Latency growth must also exceed this many robust "
+                                                          "sigmas of the device's samples.")
     size_rel: float = Field(0.05, ge=0, description="Relative model size growth flagged.")
 
     @field_validator("score_basis")
@@ -67,7 +70,8 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     results = build_results(run, manifest, trains, converts, evals, benches, c=settings.c,
                             score_basis=settings.score_basis)
     bench_docs = [b for pairs in benches.values() for _, b in pairs]
-    thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, latency_rel=settings.latency_rel,
+    thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, top3_drop_pts=settings.top3_drop_pts,
+                            latency_rel=settings.latency_rel, latency_noise_k=settings.latency_noise_k,
                             size_rel=settings.size_rel)
     history = read_history(store)
     results, baseline = attach_comparison(store, results, bench_docs, baseline=settings.baseline,
@@ -88,12 +92,19 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
         "results": store.describe(layout.results_json(run_id)), "models": len(results.models),
         "missing": len(results.missing), "baseline": results.baseline_run_id,
         "regressions": kinds.get("regression", 0), "improvements": kinds.get("improvement", 0),
+        "missing_since_baseline": kinds.get("missing", 0),
+        # what regressed, in short, so that the summary line alone tells a CI log reader
+        "regressed": [f"{r.arch}/{r.format} {r.metric}"
+                      + (f" {r.device_id}/{r.delegate}" if r.device_id else "")
+                      + (f" {r.change:+.3g}" if r.change is not None else "")
+                      for r in results.regressions if r.kind == "regression"],
         "best": f"{best.arch}/{best.format} score {best.score:.4g} on {best.score_basis}" if best else None,
     }
     if kinds.get("regression") and settings.fail_on_regression:
         log.error("regressions_found", **summary)
         raise StepFailed(f"{kinds['regression']} regression(s) against run {results.baseline_run_id} "
-                         f"(see {store.describe(layout.leaderboard_md(run_id))}); --fail-on-regression is set")
+                         f"(see {store.describe(report_keys.get('report', layout.leaderboard_md(run_id)))}); "
+                         "--fail-on-regression is set")
     return summary
 
 
