@@ -1,0 +1,1 @@
+"""Benchmarks of scenebench itself (`make bench`)."""
