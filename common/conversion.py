@@ -90,9 +90,11 @@ def _tensor_info(d: dict) -> TensorInfo:
 
 def inspect_tflite(model_path: Path) -> tuple[TensorInfo, TensorInfo, dict[str, int]]:
     """Input and output tensor info and op counts, read with the LiteRT interpreter."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_path=str(model_path))
+    # Without the default XNNPACK delegate: op counts describe the file, not a host's rewrite.
+    interp = Interpreter(model_path=str(model_path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interp.allocate_tensors()
     inputs, outputs = interp.get_input_details(), interp.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:

@@ -12,7 +12,7 @@ import argparse
 import enum
 import re
 import typing
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Sequence, get_args, get_origin
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -154,3 +154,19 @@ def parse_image_size(value: Any) -> tuple[int, int]:
     if not (32 <= h <= 4096 and 32 <= w <= 4096):
         raise ValueError(f"image size {h}x{w} out of range: each side must be 32..4096 pixels")
     return h, w
+
+
+def expand_choices(value, valid: Sequence[str], what: str) -> list[str]:
+    """'all' or a list (comma-separated or JSON) of valid values -> the list in registry order."""
+    items = split_list(value)
+    if not items:
+        raise ValueError(f"no {what} given; valid values: all, {', '.join(valid)}")
+    if "all" in items:
+        if len(items) > 1:
+            raise ValueError(f"'all' cannot be combined with other {what}; valid values: all, {', '.join(valid)}")
+        return list(valid)
+    bad = [i for i in items if i not in valid]
+    if bad:
+        raise ValueError(f"unknown {what} {', '.join(map(repr, bad))}; valid values: all, {', '.join(valid)}")
+    # Keep the registry's order and drop repeats: the fan-out list must be stable night to night.
+    return [v for v in valid if v in items]

@@ -19,7 +19,7 @@ from common.errors import ConfigError
 from common.jobkit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, StepSettings, parser_for
 from common.logging import configure, get_logger
 from common.schemas import FORMATS
-from common.settings import load, parse_image_size, split_list
+from common.settings import expand_choices, load, parse_image_size
 from common.store import open_store
 
 STEP = "pipeline"
@@ -58,24 +58,12 @@ class PipelineSettings(StepSettings):
     @field_validator("archs")
     @classmethod
     def _archs(cls, v: str) -> str:
-        items = split_list(v)
-        if items in ([], ["all"]):
-            return ",".join(ARCH_NAMES)
-        bad = [a for a in items if a not in ARCH_NAMES]
-        if bad:
-            raise ValueError(f"unknown architecture(s) {', '.join(bad)}; valid values: all, {', '.join(ARCH_NAMES)}")
-        return ",".join(items)
+        return ",".join(expand_choices(v, ARCH_NAMES, "architectures"))
 
     @field_validator("formats")
     @classmethod
     def _formats(cls, v: str) -> str:
-        items = split_list(v)
-        if items in ([], ["all"]):
-            return ",".join(FORMATS)
-        bad = [f for f in items if f not in FORMATS]
-        if bad:
-            raise ValueError(f"unknown format(s) {', '.join(bad)}; valid values: all, {', '.join(FORMATS)}")
-        return ",".join(items)
+        return ",".join(expand_choices(v, FORMATS, "formats"))
 
 
 def build_parser():

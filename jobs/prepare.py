@@ -25,26 +25,11 @@ from common.jobkit import StepSettings, parser_for, run_job
 from common.logging import get_logger
 from common.provenance import code_version, container_image
 from common.schemas import FORMATS, DatasetManifest, RunManifest, RunParams
-from common.settings import parse_image_size, split_list
+from common.settings import expand_choices, parse_image_size
 from common.store import ArtifactStore, open_store
 
 STEP = "prepare"
 SKIPPED_LOG_LIMIT = 20
-
-
-def _expand(value, valid: Sequence[str], what: str) -> list[str]:
-    items = split_list(value)
-    if not items:
-        raise ValueError(f"no {what} given; valid values: all, {', '.join(valid)}")
-    if "all" in items:
-        if len(items) > 1:
-            raise ValueError(f"'all' cannot be combined with other {what}; valid values: all, {', '.join(valid)}")
-        return list(valid)
-    bad = [i for i in items if i not in valid]
-    if bad:
-        raise ValueError(f"unknown {what} {', '.join(map(repr, bad))}; valid values: all, {', '.join(valid)}")
-    # Keep the registry's order and drop repeats: the fan-out list must be stable night to night.
-    return [v for v in valid if v in items]
 
 
 class PrepareSettings(StepSettings):
@@ -68,12 +53,12 @@ class PrepareSettings(StepSettings):
     @field_validator("archs", mode="before")
     @classmethod
     def _archs(cls, v):
-        return _expand(v, ARCH_NAMES, "architecture(s)")
+        return expand_choices(v, ARCH_NAMES, "architecture(s)")
 
     @field_validator("formats", mode="before")
     @classmethod
     def _formats(cls, v):
-        return _expand(v, FORMATS, "format(s)")
+        return expand_choices(v, FORMATS, "format(s)")
 
     @field_validator("image_size", "synthetic_image_size")
     @classmethod
