@@ -36,6 +36,8 @@ RUN pip install --no-deps . \
 # ---- runtime: the virtualenv, the code, a non-root user, nothing else ------------------
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VARIANT=cpu
+# The code version every result records (git describe at build time; see mk/cluster.mk).
+ARG CODE_VERSION=unknown
 LABEL org.opencontainers.image.title="scenebench" \
       org.opencontainers.image.description="scenebench jobs and runner (${VARIANT})" \
       org.opencontainers.image.source="https://github.com/scenebench/scenebench"
@@ -56,7 +58,8 @@ ENV PATH=/opt/scenebench/bin:$PATH \
     XDG_CACHE_HOME=/tmp/cache \
     CUDA_CACHE_PATH=/tmp/cuda-cache \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    SCENEBENCH_LOG_FORMAT=json
+    SCENEBENCH_LOG_FORMAT=json \
+    SCENEBENCH_CODE_VERSION=${CODE_VERSION}
 WORKDIR /home/scenebench
 USER 10001:10001
 

@@ -37,7 +37,9 @@ KIND_KUBECTL = $(KUBECTL) --context kind-$(KIND_CLUSTER)
 	kind-leaderboard kind-down submit nightly-install cluster-apply leaderboard console
 
 image: ## Build the image for every job (VARIANT=cpu|gpu), tagged scenebench:<version>-<variant>
-	$(DOCKER) build --build-arg VARIANT=$(VARIANT) -t $(IMAGE) .
+	$(DOCKER) build --build-arg VARIANT=$(VARIANT) \
+		--build-arg CODE_VERSION=$$(git describe --always --dirty --tags 2>/dev/null || echo $(SCENEBENCH_VERSION)) \
+		-t $(IMAGE) .
 
 # kind is fetched into ./bin at the pinned version and checked against its published sha256.
 $(KIND):

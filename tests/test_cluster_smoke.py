@@ -27,7 +27,7 @@ def test_make_local_kind_shows_the_full_sequence_in_order():
         "releases/download/v",                    # pinned kind fetched into ./bin
         "sha256sum -c",                           # and checked
         "create cluster --name scenebench --image kindest/node:v",
-        "docker build --build-arg VARIANT=cpu -t scenebench:",
+        "docker build --build-arg VARIANT=cpu",
         "load docker-image scenebench:",
         "apply --server-side --force-conflicts -n argo -f https://github.com/argoproj/argo-workflows/releases/download/v",
         "rollout status deployment/workflow-controller",

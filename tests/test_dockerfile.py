@@ -75,7 +75,8 @@ def test_caches_point_at_tmp_for_a_read_only_root_filesystem():
 def test_make_image_builds_with_the_variant():
     out = subprocess.run(["make", "-n", "--no-print-directory", "image", "VARIANT=gpu"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
-    assert "build --build-arg VARIANT=gpu -t scenebench:" in out and "-gpu ." in out
+    assert "build --build-arg VARIANT=gpu" in out and "-t scenebench:" in out and "-gpu ." in out
+    assert "--build-arg CODE_VERSION=" in out  # results record the code version of the image
 
 
 def test_image_tag_is_the_one_the_manifests_run():
