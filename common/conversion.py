@@ -52,9 +52,51 @@ def convert(saved_model_dir: Path, fmt: str,
     else:
         raise ConversionError(f"unknown format {fmt!r}; valid values: {', '.join(FORMATS)}")
     try:
-        return converter.convert()
+        blob = converter.convert()
     except Exception as exc:  # the converter raises many types; keep the cause
         raise ConversionError(f"TFLite conversion to {fmt} failed: {exc.__class__.__name__}: {exc}") from exc
+    if fmt == "int8":
+        bad = requantization_mismatches(blob)
+        if bad:
+            raise ConversionError(
+                "int8 conversion gave byte-copying ops an output quantization different from their "
+                "input's, so the model would compute on wrongly scaled values: " + "; ".join(bad))
+    return blob
+
+
+# Integer kernels that move or pick bytes without requantizing: their output must carry the
+# input's scale and zero point, or every value is silently rescaled. The quantizer is meant
+# to enforce that; TF 2.21 does not for REVERSE_V2 feeding a SUB (keras.ops.flip before a mean
+# subtraction: a ResNet50 lost 71 top-1 points).
+BYTE_COPY_OPS = frozenset({
+    "REVERSE_V2", "STRIDED_SLICE", "SLICE", "GATHER", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
+    "TRANSPOSE", "PAD", "PADV2", "MIRROR_PAD", "MAX_POOL_2D", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+    "SPLIT", "SPLIT_V", "TILE",
+})
+
+
+def requantization_mismatches(model: bytes | Path) -> list[str]:
+    """Byte-copying ops of a quantized .tflite whose output scale/zero point differ from the input's."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs = {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    interp = Interpreter(experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                         **kwargs)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    out = []
+    for op in interp._get_ops_details():
+        if op["op_name"] not in BYTE_COPY_OPS or not len(op["inputs"]) or not len(op["outputs"]):
+            continue
+        src, dst = tensors.get(int(op["inputs"][0])), tensors.get(int(op["outputs"][0]))
+        if src is None or dst is None:
+            continue
+        (s_in, z_in), (s_out, z_out) = src["quantization"], dst["quantization"]
+        if not (s_in or s_out):
+            continue  # float or unquantized tensors
+        if abs(s_in - s_out) > 1e-6 * max(s_in, s_out) or z_in != z_out:
+            out.append(f"{op['op_name']} {dst['name']!r}: input scale {s_in:.6g} zero point {z_in}, "
+                       f"output scale {s_out:.6g} zero point {z_out}")
+    return out
 
 
 def representative_from(images: np.ndarray) -> Callable[[], Iterable[list[np.ndarray]]]:

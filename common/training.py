@@ -47,7 +47,9 @@ class TrainConfig:
 
 
 def effective_recipe(arch: Architecture, pretrained: bool) -> Recipe:
-    return arch.recipe if pretrained else SCRATCH_RECIPE
+    if pretrained:
+        return arch.recipe
+    return arch.scratch_recipe or SCRATCH_RECIPE
 
 
 def plan_phases(epochs: int, pretrained: bool, head_fraction: float) -> list[Phase]:
@@ -293,7 +295,7 @@ def train(
                          checkpoint_epochs=saved.epochs_done)
         if model is None:
             model = build_model(config.arch, config.image_size, config.num_classes, config.weights,
-                                dropout=recipe.dropout)
+                                dropout=recipe.dropout, drop_connect_rate=recipe.drop_connect_rate)
         set_batchnorm_momentum(model, bn_momentum)
 
     # Known length: Keras then neither warns about running out of data nor guesses epochs.

@@ -120,3 +120,35 @@ def test_batchnorm_momentum_is_set_everywhere():
 
     bns = [l for l in archs._all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
     assert {l.momentum for l in bns} == {0.8}
+
+
+def _drop_rates(model):
+    import keras
+
+    return [l.rate for l in archs._all_layers(model)
+            if isinstance(l, keras.layers.Dropout) and l.name.startswith("block") and l.name.endswith("_drop")]
+
+
+def test_drop_connect_rate_scales_the_efficientnet_ramp():
+    default = _drop_rates(archs.build_model("efficientnet_b2", SIZE))
+    assert len(default) > 10 and 0 < min(default) < max(default) < archs.KERAS_DROP_CONNECT_RATE
+    doubled = _drop_rates(archs.build_model("efficientnet_b2", SIZE, drop_connect_rate=0.4))
+    np.testing.assert_allclose(doubled, 2 * np.array(default), rtol=1e-6)
+    off = archs.build_model("efficientnet_b2", SIZE, drop_connect_rate=0.0)
+    assert set(_drop_rates(off)) == {0.0}
+    # Without stochastic depth, training-mode outputs no longer depend on random branch drops.
+    x = np.random.default_rng(0).uniform(0, 255, (2, *SIZE, 3)).astype("float32")
+    backbone = off.get_layer("backbone")
+    np.testing.assert_allclose(np.asarray(backbone(x, training=True)), np.asarray(backbone(x, training=True)),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="no stochastic-depth"):
+        archs.build_model("mobilenet_v2", SIZE, drop_connect_rate=0.0)
+
+
+def test_scratch_recipe_override_is_recorded_without_unset_fields():
+    eff = archs.get_arch("efficientnet_b2")
+    assert eff.scratch_recipe is not None and eff.scratch_recipe.drop_connect_rate == 0.0
+    assert eff.scratch_recipe.head_fraction == 0.0  # nothing frozen when there is nothing to keep
+    assert archs.get_arch("mobilenet_v2").scratch_recipe is None
+    assert "drop_connect_rate" not in eff.recipe.as_dict()  # None: Keras' default, not a value
+    assert eff.scratch_recipe.as_dict()["drop_connect_rate"] == 0.0

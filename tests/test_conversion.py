@@ -14,6 +14,7 @@ from common.conversion import (
     export_saved_model,
     inspect_tflite,
     representative_from,
+    requantization_mismatches,
     stratified_indices,
 )
 from common.errors import ConversionError
@@ -115,3 +116,59 @@ def test_stratified_calibration_sample(prepared_synthetic, tmp_path):
     assert images.shape == (30, *SIZE, 3) and images.dtype == np.float32
     assert len(set(got.tolist())) == 30  # one per class
     assert 0 <= images.min() and images.max() <= 255
+
+
+def _preprocess_then_conv(preprocess):
+    """Input -> preprocessing -> one 3x3 convolution: the start of a backbone."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*SIZE, 3), name="image")
+    outputs = keras.layers.Conv2D(4, 3, name="conv")(preprocess(inputs))
+    return keras.Model(inputs, outputs)
+
+
+def _int8_error(model, blob, tmp_path, images):
+    """Largest |int8 - Keras| over images, in output quantization steps."""
+    path = tmp_path / "m.tflite"
+    path.write_bytes(blob)
+    clf = TFLiteClassifier(path)
+    got = np.stack([clf.predict_one(x) for x in images])
+    return np.abs(got - np.asarray(model(images))).max() / clf.output["quantization"][0]
+
+
+def test_caffe_preprocessing_survives_int8(tmp_path):
+    # keras.ops.flip became REVERSE_V2, mis-scaled by the int8 quantizer (ResNet50: 84 % -> 13 %).
+    model = _preprocess_then_conv(archs.caffe_preprocess_class()(name="preprocess"))
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(0, 255, (16, *SIZE, 3)).astype("float32")
+    blob = convert(export_saved_model(model, tmp_path / "sm"), "int8", representative_from(calib))
+    assert requantization_mismatches(blob) == []
+    images = rng.integers(0, 256, (4, *SIZE, 3)).astype("float32")
+    assert _int8_error(model, blob, tmp_path, images) < 3
+
+
+def test_int8_conversion_refuses_a_mis_scaled_byte_copy(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    def flip_then_mean(x):  # the old CaffePreprocess formulation
+        return keras.ops.flip(x, axis=-1) - keras.ops.convert_to_tensor([103.939, 116.779, 123.68])
+
+    model = _preprocess_then_conv(keras.layers.Lambda(flip_then_mean))
+    sm = export_saved_model(model, tmp_path / "sm")
+    calib = np.random.default_rng(0).uniform(0, 255, (16, *SIZE, 3)).astype("float32")
+    raw = tf.lite.TFLiteConverter.from_saved_model(str(sm))
+    raw.optimizations = [tf.lite.Optimize.DEFAULT]
+    raw.representative_dataset = representative_from(calib)
+    raw.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    raw.inference_input_type = raw.inference_output_type = tf.uint8
+    blob = raw.convert()
+    bad = requantization_mismatches(blob)
+    if not bad:
+        pytest.skip(f"tensorflow {tf.__version__} keeps REVERSE_V2 at its input's scale")
+    assert "REVERSE_V2" in bad[0]
+    images = np.random.default_rng(1).integers(0, 256, (4, *SIZE, 3)).astype("float32")
+    assert _int8_error(model, blob, tmp_path, images) > 10  # what the check protects against
+    with pytest.raises(ConversionError, match="REVERSE_V2"):
+        convert(sm, "int8", representative_from(calib))

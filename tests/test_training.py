@@ -34,6 +34,12 @@ def test_phase_plan():
 def test_recipes():
     assert effective_recipe(get_arch("resnet50"), pretrained=True).schedule == "bit_hyperrule"
     assert effective_recipe(get_arch("resnet50"), pretrained=False) == SCRATCH_RECIPE
+    assert effective_recipe(get_arch("mobilenet_v2"), pretrained=False) == SCRATCH_RECIPE
+    # EfficientNet-B2 from scratch: its own override; fine-tuning keeps the registry recipe.
+    eff = get_arch("efficientnet_b2")
+    assert effective_recipe(eff, pretrained=False) == eff.scratch_recipe != SCRATCH_RECIPE
+    assert effective_recipe(eff, pretrained=False).drop_connect_rate == 0.0
+    assert effective_recipe(eff, pretrained=True) == eff.recipe and eff.recipe.drop_connect_rate is None
 
 
 def test_bn_momentum_follows_run_length():
