@@ -18,10 +18,11 @@ from common.hashing import sha256_file, stable_hash
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.provenance import code_version
-from common.schemas import ArtifactRef, DatasetManifest, RunManifest, TrainReport
+from common.schemas import ArtifactRef, TrainReport
 from common.settings import parse_image_size
 from common.store import ArtifactStore, open_store
-from common.workspace import cache_dir, fetch
+from common.workspace import cache_dir
+from jobs._io import load_run, shard_paths
 
 STEP = "train"
 
@@ -72,23 +73,6 @@ def resolve_weights(weights: str, workdir: Path) -> tuple[str, str | None]:
     return str(local), sha256_file(local)
 
 
-def shard_paths(store: ArtifactStore, manifest: DatasetManifest, split: str, dest: Path) -> list[str]:
-    if split not in manifest.splits:
-        raise NotFoundError(f"dataset {manifest.fingerprint} has no {split!r} split")
-    return [str(fetch(store, ref, dest)) for ref in manifest.splits[split].shards]
-
-
-def load_run(store: ArtifactStore, run_id: str) -> tuple[RunManifest, DatasetManifest]:
-    try:
-        run = store.get_model(layout.run_json(run_id), RunManifest)
-    except NotFoundError:
-        raise NotFoundError(
-            f"{store.describe(layout.run_json(run_id))} does not exist: run `python -m jobs.prepare "
-            f"--run-id {run_id} --store {store.uri} --data ...` first") from None
-    manifest = store.get_model(layout.dataset_json(run.dataset_fingerprint), DatasetManifest)
-    return run, manifest
-
-
 def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     from common import dataset as data
     from common import training
@@ -116,9 +100,8 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
         log.info("step_cached", step=STEP, key=layout.train_json(run_id, arch.name))
         return {"cached": True, "val_top1": existing.last_val_top1, "val_top3": existing.last_val_top3}
 
-    data_dir = cache_dir() / "data"
-    train_shards = shard_paths(store, manifest, "train", data_dir)
-    val_shards = shard_paths(store, manifest, "validation", data_dir)
+    train_shards = shard_paths(store, manifest, "train")
+    val_shards = shard_paths(store, manifest, "validation")
     num_train = manifest.splits["train"].count
     num_classes = len(manifest.classes)
 
