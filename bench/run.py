@@ -73,7 +73,6 @@ def bench_make_run(out: Path) -> dict:
 
 # ---------------------------------------------------------------- input pipeline vs training step
 def bench_input_pipeline(out: Path, image_size=(128, 192), batch=16, steps=12, trials=3) -> dict:
-    import numpy as np
     import tensorflow as tf
 
     from common import archs

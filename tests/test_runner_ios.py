@@ -5,8 +5,6 @@ import os
 import stat
 import sys
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
