@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # What `make run` runs (keep in step with the Makefile's defaults).
-MAKE_RUN_ARGS = ["--data", "synthetic", "--archs", "mobilenet_v2,efficientnet_b2,resnet50",
+MAKE_RUN_ARGS = ["--data", "synthetic", "--archs", "all",
                  "--formats", "float32,int8", "--image-size", "64x96", "--epochs", "3", "--weights", "none"]
 
 
