@@ -104,3 +104,21 @@ def test_result_keeps_what_the_log_lacks_empty():
     # benchmark_model prints no p90: a full Timings record is only built if the schema allows it.
     timings = r.timings_ms or r.partial_timings_ms
     assert timings is not None
+
+
+def test_scientific_notation_and_the_older_peak_memory_line():
+    """Slow models print avg/warm-up as 2.95034e+06; older tools say 'Peak memory footprint (MB):'."""
+    p = parse_benchmark_log(log("cpu_scientific_notation_peak_form.log"))
+    assert p["ok"]
+    assert p["mean_ms"] == pytest.approx(2950.34) and p["warmup_mean_ms"] == pytest.approx(3512.39)
+    assert p["std_ms"] == pytest.approx(109.798) and p["count"] == 50 and p["warmup_count"] == 1
+    assert p["memory_init_mb"] == pytest.approx(4.92969) and p["memory_overall_mb"] == pytest.approx(138.809)
+
+
+def test_console_prefixes_and_percentile_fields():
+    """The app's console adds a timestamp and process tag before each line; counts carry p5/median/p95."""
+    p = parse_benchmark_log(log("console_timestamped_percentiles.log"))
+    assert p["ok"] and p["count"] == 1000
+    assert p["mean_ms"] == pytest.approx(63.7432) and p["max_ms"] == pytest.approx(686.105)
+    assert (p["p5_ms"], p["p50_ms"], p["p95_ms"]) == pytest.approx((49.62, 51.891, 68.628))
+    assert p["init_ms"] == pytest.approx(119.515) and p["memory_overall_mb"] == pytest.approx(55.4961)
