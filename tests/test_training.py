@@ -101,12 +101,19 @@ def test_train_job_writes_report_model_and_predictions_then_caches(tmp_path, mon
 
 
 @pytest.mark.slow
-def test_training_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+def test_training_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, request):
     """SIGKILL the train job after its first epoch's checkpoint; the re-run continues from it."""
     from jobs import train
 
+    from common.provenance import code_version
+
     cache = tmp_path / "cache"
     monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(cache))
+    # Both processes must agree on the code version (part of the cache key), even if the
+    # checkout changes while the suite runs.
+    monkeypatch.setenv("SCENEBENCH_CODE_VERSION", "resume-test")
+    code_version.cache_clear()
+    request.addfinalizer(code_version.cache_clear)
     store_dir = tmp_path / "store"
     _prepare(store_dir, "r2", epochs=3)
     args = ["--store", str(store_dir), "--run-id", "r2", "--arch", "mobilenet_v2"]
