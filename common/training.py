@@ -23,6 +23,7 @@ from common.provenance import cpu_count, cpu_model
 from common.schemas import EpochRecord, Hardware
 
 Phase = Literal["head", "full"]
+MixedPrecision = Literal["auto", "on", "off"]
 
 # When training from random weights the fine-tuning recipes do not apply (a frozen random
 # backbone learns nothing; BiT's tiny learning rate is meant for pretrained nets).
@@ -40,6 +41,7 @@ class TrainConfig:
     batch_size: int | None = None  # None: the recipe's
     seed: int = 0
     bn_momentum: float | None = None  # None: chosen from the number of steps
+    mixed_precision: MixedPrecision = "auto"  # auto: on when TensorFlow sees a GPU
 
     @property
     def pretrained(self) -> bool:
@@ -174,22 +176,55 @@ def detect_hardware(mixed_precision: bool, strategy) -> Hardware:
                     strategy=type(strategy).__name__, replicas=int(strategy.num_replicas_in_sync))
 
 
-def distribution():
-    """MirroredStrategy + mixed precision when GPUs exist; the default strategy on CPU."""
+def distribution(mixed_precision: MixedPrecision = "auto"):
+    """(strategy, mixed): MirroredStrategy over several GPUs, and mixed_float16 when asked or,
+    with 'auto', when a GPU exists. The caller resets the global policy after training."""
     import keras
     import tensorflow as tf
 
+    if mixed_precision not in ("auto", "on", "off"):
+        raise ValueError(f"unknown mixed precision mode {mixed_precision!r}; valid values: auto, on, off")
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return tf.distribute.get_strategy(), False
     for g in gpus:
         try:
             tf.config.experimental.set_memory_growth(g, True)
         except RuntimeError:  # already initialised
             pass
-    keras.mixed_precision.set_global_policy("mixed_float16")
+    mixed = mixed_precision == "on" or (mixed_precision == "auto" and bool(gpus))
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    return strategy, True
+    return strategy, mixed
+
+
+def uses_float16(model) -> bool:
+    """Whether any layer computes in float16 (a model trained under mixed precision)."""
+    from common.archs import _all_layers
+
+    return any(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") == "float16"
+               for layer in _all_layers(model))
+
+
+def float32_copy(model, arch: str, image_size: tuple[int, int], num_classes: int):
+    """The same weights in a float32 model.
+
+    A .keras file saved under mixed precision recreates float16 layers when loaded,
+    whatever the global policy; converting that graph would put float16 casts into the
+    "float32" TFLite model. The variables themselves are float32, so rebuilding the
+    architecture in float32 and copying them is exact.
+    """
+    import keras
+
+    if not uses_float16(model):
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = build_model(arch, image_size, num_classes, "none")
+        copy.set_weights(model.get_weights())
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return copy
 
 
 @dataclass
@@ -260,13 +295,26 @@ def train(
     after each epoch's checkpoint is on local disk (the job uploads it).
     """
     import keras
-    import tensorflow as tf
 
     log = get_logger(step="train", arch=config.arch)
     started = time.monotonic()
     arch = get_arch(config.arch)
     recipe = effective_recipe(arch, config.pretrained)
-    strategy, mixed = distribution()
+    strategy, mixed = distribution(config.mixed_precision)
+    try:
+        return _train(config, make_train_ds, make_val_ds, num_train, workdir, cache_key=cache_key,
+                      on_checkpoint=on_checkpoint, resume=resume, strategy=strategy, mixed=mixed,
+                      log=log, started=started, arch=arch, recipe=recipe)
+    finally:
+        if mixed:  # the policy is process-wide: later steps (conversion) must not inherit it
+            keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key, on_checkpoint, resume,
+           strategy, mixed, log, started, arch, recipe) -> TrainOutcome:
+    import keras
+    import tensorflow as tf
+
     batch = (config.batch_size or recipe.batch_size)
     batch = max(1, min(batch, num_train))
     global_batch = batch * strategy.num_replicas_in_sync

@@ -38,7 +38,7 @@ def build_parser():
 def saved_model_for(store: ArtifactStore, train: TrainReport) -> Path:
     """A SavedModel export of the trained Keras model, shared by all formats of one model."""
     from common.conversion import export_saved_model
-    from common.training import load_keras_model
+    from common.training import float32_copy, load_keras_model
 
     out = cache_dir() / "saved_models" / train.model.sha256
     if (out / "saved_model.pb").is_file():
@@ -46,7 +46,8 @@ def saved_model_for(store: ArtifactStore, train: TrainReport) -> Path:
     keras_path = fetch(store, train.model, cache_dir() / "models")
     tmp = Path(tempfile.mkdtemp(dir=out.parent.parent if out.parent.exists() else None))
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_saved_model(load_keras_model(keras_path), tmp / "sm")
+    model = float32_copy(load_keras_model(keras_path), train.arch, tuple(train.image_size), train.num_classes)
+    export_saved_model(model, tmp / "sm")
     if not out.exists():
         shutil.move(str(tmp / "sm"), out)
     shutil.rmtree(tmp, ignore_errors=True)

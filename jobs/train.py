@@ -34,6 +34,8 @@ class TrainSettings(StepSettings):
     weights: str | None = Field(None, description="none, imagenet, or a weights file path/URI (default: the run's).")
     batch_size: int | None = Field(None, ge=1, le=4096, description="Global batch size (default: the recipe's).")
     seed: int | None = Field(None, description="Random seed (default: the run's).")
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto", description="mixed_float16 training: auto = on when TensorFlow sees a GPU.")
 
     @field_validator("image_size")
     @classmethod
@@ -92,7 +94,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     cache_key = stable_hash({
         "step": STEP, "dataset": manifest.fingerprint, "arch": arch.name, "image_size": image_size,
         "epochs": epochs, "weights": weights if weights_sha is None else weights_sha, "batch": batch_size,
-        "seed": seed, "code": code_version(),
+        "seed": seed, "code": code_version(), "mixed_precision": settings.mixed_precision,
     })
 
     existing = store.try_get_model(layout.train_json(run_id, arch.name), TrainReport)
@@ -124,7 +126,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
 
     config = training.TrainConfig(arch=arch.name, image_size=image_size, epochs=epochs,
                                   num_classes=num_classes, weights=weights_value, batch_size=batch_size,
-                                  seed=seed)
+                                  seed=seed, mixed_precision=settings.mixed_precision)
     outcome = training.train(
         config,
         make_train_ds=lambda b: data.load_split(train_shards, image_size, b, training=True, seed=seed),

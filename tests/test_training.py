@@ -145,3 +145,41 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, monk
     assert [h.epoch for h in report.history] == [1, 2, 3]
     trained_here = [e for e in logs if e["event"] == "epoch_done"]
     assert [e["epoch"] for e in trained_here] == list(range(done + 1, 4))
+
+
+@pytest.mark.slow
+def test_mixed_precision_model_converts_to_a_pure_float32_tflite(tmp_path, monkeypatch):
+    """The GPU path (mixed_float16) forced on the CPU: train, then convert and evaluate.
+
+    A .keras file saved under mixed precision reloads with float16 layers; the converter
+    must still get a float32 graph, or the 'float32' .tflite would carry float16 casts.
+    """
+    import keras
+
+    from common.schemas import ConvertReport, EvalReport
+    from common.training import float32_copy, load_keras_model, uses_float16
+    from jobs import convert, evaluate, train
+
+    monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    store_dir = tmp_path / "store"
+    _prepare(store_dir, "mp", epochs=1)
+    base = ["--store", str(store_dir), "--run-id", "mp", "--arch", "mobilenet_v2"]
+    assert train.main(base + ["--mixed-precision", "on"]) == 0
+    assert keras.mixed_precision.global_policy().name == "float32"  # not leaked to later steps
+    store = LocalStore(store_dir)
+    report = store.get_model(layout.train_json("mp", "mobilenet_v2"), TrainReport)
+    assert report.hardware.mixed_precision is True
+    trained = load_keras_model(store.root / report.model.key)
+    assert uses_float16(trained)
+    plain = float32_copy(trained, "mobilenet_v2", (32, 48), 30)
+    assert not uses_float16(plain)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 48, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(trained(x), dtype="float32"), atol=2e-2)
+
+    assert convert.main(base + ["--format", "float32"]) == 0
+    conv = store.get_model(layout.convert_json("mp", "mobilenet_v2", "float32"), ConvertReport)
+    assert conv.input.dtype == "float32" and "CAST" not in conv.op_counts and "DEQUANTIZE" not in conv.op_counts
+    assert evaluate.main(base + ["--format", "float32"]) == 0
+    ev = store.get_model(layout.eval_json("mp", "mobilenet_v2", "float32"), EvalReport)
+    # Same predictions as the float16-computing Keras model, up to float16 rounding.
+    assert ev.agreement_with_keras >= 90.0
