@@ -23,9 +23,16 @@ from common.schemas import DeviceInfo, Memory, Timings
 from runner.api import JobRequest, JobResult
 
 DEFAULT_BUNDLE_ID = "org.tensorflow.lite.benchmark.TFLiteBenchmark"
-# Where the runner-ready app looks for its inputs, relative to the data container (RUNNER.md).
+# Where the runner-ready app (runner/ios_app/) looks for its inputs, relative to the data
+# container. runner/ios_app/scenebench_runner_mode.h spells the same names; tests/test_ios_app.py
+# checks that they agree.
 DATA_DIR = "Documents/benchmark_data"
 MODEL_NAME = "model.tflite"
+PARAMS_NAME = "benchmark_params.json"
+# The app prints "<START_MARKER> params=… graph=…" before the run and "<END_MARKER> status=N" as
+# its last line. A console log without the end line is a run that did not finish.
+START_MARKER = "scenebench-benchmark-start"
+END_MARKER = "scenebench-benchmark-end"
 IOS_DELEGATES = ["cpu", "gpu", "coreml"]
 
 
@@ -226,6 +233,38 @@ def result_from_log(text: str, device: DeviceInfo, request: JobRequest) -> JobRe
                      samples_ms=[], memory=memory, notes=notes, log_tail=tail[-4000:])
 
 
+_END_RE = re.compile(rf"{END_MARKER} status=(?P<status>-?\d+)(?: reason=(?P<reason>.*))?")
+_UNCONSUMED_RE = re.compile(r"Unconsumed cmdline flags: (?P<flags>.*)")
+
+
+def check_console_log(text: str) -> None:
+    """Raise IosError unless the runner-ready app's console log shows a complete, clean run.
+
+    benchmark_model ignores a flag it does not know (it only warns "Unconsumed cmdline flags"),
+    so a misspelt flag, or a delegate provider missing from the app's framework, would give a
+    CPU number labelled with the wrong settings; that is an error here. The app's end line is
+    its last output: without it the app crashed, was killed, or is not the runner-ready build.
+    """
+    parsed_error = parse_benchmark_log(text)["error"]
+    tail = "\n".join(text.strip().splitlines()[-40:])
+    ends = list(_END_RE.finditer(text))
+    if not ends:
+        raise IosError(
+            f"the benchmark app's log has no '{END_MARKER}' line: the run did not finish (crash, "
+            "watchdog kill, or an app built without runner/ios_app)"
+            + (f"; {parsed_error}" if parsed_error else "") + f"\n--- log tail ---\n{tail}")
+    end = ends[-1]
+    if int(end["status"]) != 0:
+        reason = (end["reason"] or "").strip() or parsed_error or "no reason given"
+        raise IosError(f"the benchmark app reported status {end['status']}: {reason}"
+                       + (f"; {parsed_error}" if parsed_error and parsed_error not in reason else "")
+                       + f"\n--- log tail ---\n{tail}")
+    if m := _UNCONSUMED_RE.search(text):
+        raise IosError(f"benchmark_model ignored flags it does not know: {m['flags'].strip()} "
+                       "(a misspelt flag, or the app's framework lacks that delegate provider)"
+                       f"\n--- log tail ---\n{tail}")
+
+
 # ---------------------------------------------------------------- devicectl
 def parse_devicectl_devices(doc: dict[str, Any], busy: set[str] | None = None) -> list[DeviceInfo]:
     """`devicectl list devices --json-output` -> physical, paired iPhones/iPads as DeviceInfo."""
@@ -336,14 +375,16 @@ class IosBackend:
             with self._lock:
                 self._installed.add(udid)
         with tempfile.TemporaryDirectory() as d:
-            params_file = Path(d) / "benchmark_params.json"
+            params_file = Path(d) / PARAMS_NAME
             params_file.write_text(json.dumps(benchmark_params(request, self.run_timeout_s), indent=2))
-            for src, name in ((model_path, MODEL_NAME), (params_file, "benchmark_params.json")):
+            for src, name in ((model_path, MODEL_NAME), (params_file, PARAMS_NAME)):
                 self._run(["device", "copy", "to", "--device", udid,
                            "--domain-type", "appDataContainer", "--domain-identifier", self.bundle_id,
                            "--source", str(src), "--destination", f"{DATA_DIR}/{name}"], timeout_s=600)
-        # --console attaches to the app's stdout/stderr, where benchmark_model logs, and
-        # returns when the app exits (the runner-ready app exits after one benchmark).
+        # --console (Xcode 16+) connects the app's stdout and stderr, where benchmark_model
+        # logs, and returns when the app exits (the runner-ready app exits after one benchmark).
         proc = self._run(["device", "process", "launch", "--device", udid, "--terminate-existing",
                           "--console", self.bundle_id], timeout_s=self.run_timeout_s)
-        return result_from_log(proc.stdout + "\n" + proc.stderr, device, request)
+        text = proc.stdout + "\n" + proc.stderr
+        check_console_log(text)
+        return result_from_log(text, device, request)

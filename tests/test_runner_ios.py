@@ -11,7 +11,7 @@ import pytest
 
 from common.hashing import sha256_file
 from runner.api import JobRequest
-from runner.ios import DATA_DIR, IosBackend, IosError
+from runner.ios import DATA_DIR, END_MARKER, IosBackend, IosError
 
 LOGS = Path(__file__).parent / "data" / "ios_logs"
 UDID = "00008101-001A2C3E1234001E"
@@ -64,6 +64,10 @@ XCRUN = textwrap.dedent('''\
             else "gpu_float_peak_only.log" if params["use_gpu"] == "true"
             else "cpu_float_delta_memory.log")
         sys.stderr.write((logs / name).read_text())
+        # The runner-ready app's last line (runner/ios_app); FAKE_XCRUN_END=none leaves it out.
+        end = os.environ.get("FAKE_XCRUN_END", "0")
+        if end != "none":
+            sys.stderr.write("{end_marker} status=" + end + "\\n")
     else:
         sys.stderr.write("ERROR: unknown command " + " ".join(args) + "\\n")
         sys.exit(64)
@@ -75,7 +79,7 @@ def fake_xcrun(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     script = bindir / "xcrun"
-    script.write_text(XCRUN.format(python=sys.executable, data_dir=DATA_DIR))
+    script.write_text(XCRUN.format(python=sys.executable, data_dir=DATA_DIR, end_marker=END_MARKER))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     record = tmp_path / "xcrun-calls.jsonl"
     container = tmp_path / "container"
@@ -153,10 +157,21 @@ def test_int8_on_coreml_records_cpu(fake_xcrun, tmp_path):
 
 def test_failed_benchmark_raises_with_the_log(fake_xcrun, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_XCRUN_FORCE_LOG", "failed_invoke.log")
+    monkeypatch.setenv("FAKE_XCRUN_END", "1 reason=benchmark_model returned an error (see the lines above)")
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
     backend = IosBackend(app_path="/apps/TFLiteBenchmark.app")
     with pytest.raises(IosError, match="Failed to invoke"):
+        backend.run(backend.devices()[0], model, _request("cpu"))
+
+
+def test_log_without_the_end_line_is_a_failed_run(fake_xcrun, tmp_path, monkeypatch):
+    """The app crashed or was killed after printing its timings: not a result."""
+    monkeypatch.setenv("FAKE_XCRUN_END", "none")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app")
+    with pytest.raises(IosError, match=f"no '{END_MARKER}' line"):
         backend.run(backend.devices()[0], model, _request("cpu"))
 
 
