@@ -104,6 +104,16 @@ def _job_main(module: str) -> Callable[[list[str]], int]:
     return importlib.import_module(f"jobs.{module}").main
 
 
+def _release_memory() -> None:
+    """Drop the previous step's graphs and models: every step runs in this one process, and a
+    full-size study would otherwise keep three trained networks and their traces alive."""
+    import gc
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session(free_memory=True)
+    gc.collect()
+
+
 def run_pipeline(s: PipelineSettings) -> tuple[int, str, list[str]]:
     """Run every step; returns (exit code, run id, failed step labels)."""
     from jobs.prepare import new_run_id
@@ -135,6 +145,8 @@ def run_pipeline(s: PipelineSettings) -> tuple[int, str, list[str]]:
         log.info("step_start", n=i, of=total, job=module, what=label,
                  elapsed_s=round(time.monotonic() - started, 1))
         rc = _job_main(module)(argv)
+        if module in ("train", "convert"):
+            _release_memory()
         if rc == EXIT_CONFIG:
             return rc, run_id, [f"{module} {label}"]
         if rc != EXIT_OK:
