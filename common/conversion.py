@@ -10,7 +10,6 @@ Formats:
 from __future__ import annotations
 
 import collections
-import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -143,17 +142,6 @@ def inspect_tflite(model_path: Path) -> tuple[TensorInfo, TensorInfo, dict[str, 
         raise ConversionError(f"{model_path}: expected one input and one output, got {len(inputs)}/{len(outputs)}")
     ops = collections.Counter(op["op_name"] for op in interp._get_ops_details())
     return _tensor_info(inputs[0]), _tensor_info(outputs[0]), dict(sorted(ops.items()))
-
-
-def float_ops(op_counts: dict[str, int]) -> list[str]:
-    """Ops that suggest float compute left in an int8 model (beyond the I/O (de)quantize)."""
-    return [op for op in op_counts if op in ("DEQUANTIZE",) and op_counts[op] > 0]
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.monotonic()
-    out = fn(*args, **kwargs)
-    return out, time.monotonic() - t0
 
 
 def calibration_images(shard_paths, image_size: tuple[int, int], n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

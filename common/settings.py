@@ -142,6 +142,12 @@ def split_list(value: Any) -> list[str]:
     return [i.strip().strip("'\"") for i in items if i.strip().strip("'\"")]
 
 
+def image_size_text(value: Any) -> str:
+    """A validated image size in its canonical 'HxW' spelling."""
+    h, w = parse_image_size(value)
+    return f"{h}x{w}"
+
+
 def parse_image_size(value: Any) -> tuple[int, int]:
     """'384x576' (height x width) -> (384, 576)."""
     if isinstance(value, (tuple, list)) and len(value) == 2:

@@ -380,7 +380,7 @@ def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key,
         state.train_seconds += seconds
         model.save(ckpt_model)
         state.save(ckpt_state)
-        log.info("epoch_done", **{k: v for k, v in rec.model_dump().items()}, of=config.epochs)
+        log.info("epoch_done", **rec.model_dump(), of=config.epochs)
         if on_checkpoint:
             on_checkpoint(ckpt_model, ckpt_state)
 

@@ -31,12 +31,3 @@ def fetch(store: ArtifactStore, ref: ArtifactRef, dest_dir: Path | None = None) 
         return target
     return store.get_file(ref.key, target, sha256=ref.sha256)
 
-
-def fetch_key(store: ArtifactStore, key: str, dest_dir: Path | None = None) -> Path:
-    info = store.stat(key)
-    if info is None:
-        from common.errors import NotFoundError
-
-        raise NotFoundError(f"{store.describe(key)} does not exist")
-    return fetch(store, ArtifactRef(key=key, sha256=info.sha256 or "", size=info.size), dest_dir) \
-        if info.sha256 else store.get_file(key, (dest_dir or cache_dir()) / key)

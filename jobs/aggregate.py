@@ -12,7 +12,7 @@ from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.regression import Thresholds, count_kinds
 from common.results import build_results, ranked, render_leaderboard
-from common.schemas import BenchResult, ConvertReport, EvalReport, Pointer, Results, TrainReport
+from common.schemas import BenchResult, ConvertReport, EvalReport, Pointer, TrainReport
 from common.store import ArtifactStore
 from jobs._io import load_run
 
@@ -106,12 +106,6 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
                          f"(see {store.describe(report_keys.get('report', layout.leaderboard_md(run_id)))}); "
                          "--fail-on-regression is set")
     return summary
-
-
-def aggregate(settings: AggregateSettings, store: ArtifactStore) -> Results:
-    """For the pipeline: run the step and return the stored results."""
-    run_aggregate(settings, store)
-    return store.get_model(layout.results_json(require_run_id(settings)), Results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,14 +12,15 @@ from pydantic import Field, field_validator
 
 from common import layout
 from common.archs import ARCH_NAMES
-from common.errors import ConfigError, NotFoundError, RunnerError
+from common.errors import ConfigError, RunnerError
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.provenance import code_version
 from common.schemas import DELEGATES, FORMATS, BenchResult, ConvertReport, DeviceInfo
 from common.settings import split_list
 from common.store import ArtifactStore
-from common.workspace import cache_dir, fetch
+from common.workspace import cache_dir
+from jobs._io import load_convert_report, local_model
 from runner.api import JobRequest, JobView
 from runner.client import (LocalHostRunner, Runner, RunnerAuthError, RunnerClient, RunnerJobFailed,
                            RunnerNotFound, RunnerRequestError, RunnerTimeout, RunnerUnavailable, wait_for_job)
@@ -180,11 +181,7 @@ def run_benchmark(settings: BenchmarkSettings, store: ArtifactStore, runner: Run
                           f"(architectures: {', '.join(ARCH_NAMES)}; formats: {', '.join(FORMATS)})")
     arch, fmt = settings.arch, settings.format
     log = get_logger(step=STEP, run_id=run_id, arch=arch, format=fmt)
-    try:
-        report = store.get_model(layout.convert_json(run_id, arch, fmt), ConvertReport)
-    except NotFoundError:
-        raise NotFoundError(f"{store.describe(layout.convert_json(run_id, arch, fmt))} does not exist: convert "
-                            f"first (python -m jobs.convert --run-id {run_id} --arch {arch} --format {fmt})") from None
+    report = load_convert_report(store, run_id, arch, fmt)
     runner = runner or make_runner(settings)
     deadline = time.monotonic() + settings.timeout_s
     counts = {"ok": 0, "missing": 0, "cached": 0}
@@ -197,23 +194,25 @@ def run_benchmark(settings: BenchmarkSettings, store: ArtifactStore, runner: Run
                  status=result.status, delegate_applied=result.delegate_applied, reason=result.reason,
                  mean_ms=result.timings_ms.mean if result.timings_ms else None, key=key)
 
+    def write_missing_for(dev_ids: list[str], reason: str) -> None:
+        """A missing record per requested delegate of devices the runner cannot measure."""
+        for dev_id in dev_ids:
+            device = placeholder_device(dev_id)
+            for delegate in split_list(settings.delegates) or DEFAULT_DELEGATES[device.backend]:
+                write(_missing(settings, report, device, delegate, reason, runner))
+
     try:
         devices = runner.devices()
     except RunnerError as exc:
         log.warning("runner_unreachable", runner=runner.label, error=str(exc))
         ids = [i for i in split_list(settings.devices) if i != "all"]
-        for dev_id in ids:
-            for delegate in split_list(settings.delegates) or DEFAULT_DELEGATES[placeholder_device(dev_id).backend]:
-                write(_missing(settings, report, placeholder_device(dev_id), delegate,
-                               f"runner unreachable: {exc}", runner))
+        write_missing_for(ids, f"runner unreachable: {exc}")
         return {**counts, "runner": runner.label, "runner_error": str(exc),
                 "note": "" if ids else "no device ids given, so no per-device record could be written"}
 
     plan, unknown = make_plan(devices, settings.devices, settings.delegates, log)
     for dev_id in unknown:
-        for delegate in split_list(settings.delegates) or DEFAULT_DELEGATES[placeholder_device(dev_id).backend]:
-            write(_missing(settings, report, placeholder_device(dev_id), delegate,
-                           f"device {dev_id} is not listed by the runner {runner.label}", runner))
+        write_missing_for([dev_id], f"device {dev_id} is not listed by the runner {runner.label}")
 
     todo: list[PlanItem] = []
     for item in plan:
@@ -228,7 +227,7 @@ def run_benchmark(settings: BenchmarkSettings, store: ArtifactStore, runner: Run
         return {**counts, "runner": runner.label}
 
     if isinstance(runner, LocalHostRunner):
-        model_url = fetch(store, report.model, cache_dir() / "models").resolve().as_uri()
+        model_url = local_model(store, report).resolve().as_uri()
     else:
         model_url = store.url(report.model.key)
     # The run id makes each run measure afresh while a retried step finds its jobs; --force adds a stamp.

@@ -18,8 +18,8 @@ from common.logging import get_logger
 from common.provenance import code_version
 from common.schemas import FORMATS, ArtifactRef, ConvertReport, TrainReport
 from common.store import ArtifactStore
-from common.workspace import cache_dir, fetch
-from jobs._io import load_run, load_train_report, shard_paths
+from common.workspace import cache_dir
+from jobs._io import load_run, load_train_report, local_model, shard_paths
 
 STEP = "convert"
 
@@ -43,9 +43,9 @@ def saved_model_for(store: ArtifactStore, train: TrainReport) -> Path:
     out = cache_dir() / "saved_models" / train.model.sha256
     if (out / "saved_model.pb").is_file():
         return out
-    keras_path = fetch(store, train.model, cache_dir() / "models")
-    tmp = Path(tempfile.mkdtemp(dir=out.parent.parent if out.parent.exists() else None))
+    keras_path = local_model(store, train)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent))
     model = float32_copy(load_keras_model(keras_path), train.arch, tuple(train.image_size), train.num_classes)
     export_saved_model(model, tmp / "sm")
     if not out.exists():

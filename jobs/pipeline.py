@@ -19,7 +19,7 @@ from common.errors import ConfigError
 from common.jobkit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, StepSettings, parser_for
 from common.logging import configure, get_logger
 from common.schemas import FORMATS
-from common.settings import expand_choices, load, parse_image_size
+from common.settings import expand_choices, image_size_text, load
 from common.store import open_store
 
 STEP = "pipeline"
@@ -52,8 +52,7 @@ class PipelineSettings(StepSettings):
     @field_validator("image_size")
     @classmethod
     def _size(cls, v: str) -> str:
-        h, w = parse_image_size(v)
-        return f"{h}x{w}"
+        return image_size_text(v)
 
     @field_validator("archs")
     @classmethod

@@ -25,7 +25,7 @@ from common.jobkit import StepSettings, parser_for, run_job
 from common.logging import get_logger
 from common.provenance import code_version, container_image
 from common.schemas import FORMATS, DatasetManifest, RunManifest, RunParams
-from common.settings import expand_choices, parse_image_size
+from common.settings import expand_choices, image_size_text, parse_image_size
 from common.store import ArtifactStore, open_store
 
 STEP = "prepare"
@@ -65,8 +65,7 @@ class PrepareSettings(StepSettings):
     def _size(cls, v):
         if v is None or v == "":
             return None
-        h, w = parse_image_size(v)
-        return f"{h}x{w}"
+        return image_size_text(v)
 
     @field_validator("data")
     @classmethod

@@ -19,7 +19,7 @@ from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.provenance import code_version
 from common.schemas import ArtifactRef, TrainReport
-from common.settings import parse_image_size
+from common.settings import image_size_text, parse_image_size
 from common.store import ArtifactStore, open_store
 from common.workspace import cache_dir
 from jobs._io import load_run, shard_paths
@@ -42,8 +42,7 @@ class TrainSettings(StepSettings):
     def _size(cls, v):
         if v is None:
             return v
-        h, w = parse_image_size(v)
-        return f"{h}x{w}"
+        return image_size_text(v)
 
 
 def build_parser():
@@ -138,7 +137,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     model_info = store.put_file(layout.keras_model(run_id, arch.name), outcome.model_path)
     buf = io.BytesIO()
     np.savez_compressed(buf, probs=outcome.val_probs, labels=outcome.val_labels)
-    store.put_bytes(keras_val_predictions_key(run_id, arch.name), buf.getvalue())
+    store.put_bytes(layout.keras_val_predictions(run_id, arch.name), buf.getvalue())
 
     import keras
     import tensorflow as tf
@@ -164,10 +163,6 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     return {"cached": False, "epochs": epochs, "val_top1": round(last_top1, 2), "val_top3": round(last_top3, 2),
             "images_per_s": outcome.images_per_s, "wall_time_s": outcome.wall_time_s,
             "resumed_from_epoch": outcome.resumed_from_epoch}
-
-
-def keras_val_predictions_key(run_id: str, arch: str) -> str:
-    return layout.keras_val_predictions(run_id, arch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
