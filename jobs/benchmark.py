@@ -158,8 +158,8 @@ def _from_job(settings: BenchmarkSettings, report: ConvertReport, item: PlanItem
                         runner, job.id)
     if res.timings_ms is None:
         return _missing(settings, report, res.device, item.delegate,
-                        "the device ran the model but its log lacks the percentiles a bench record needs "
-                        f"(p50/p90); what it printed: {res.partial_timings_ms}", runner, job.id)
+                        "the device ran the model but its log lacks the statistics a bench record needs "
+                        f"(mean, std, min, max, count of the timed runs); what it printed: {res.partial_timings_ms}", runner, job.id)
     return BenchResult(
         run_id=settings.run_id, arch=settings.arch, format=settings.format, model_sha256=report.model.sha256,
         device=res.device, delegate_requested=item.delegate, delegate_applied=res.delegate_applied,

@@ -10,10 +10,14 @@ logs without an iPhone.
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +50,14 @@ _TIMINGS_RE = re.compile(
     rf"Inference timings in us: Init: (?P<init>{_NUM}), First inference: (?P<first>{_NUM}), "
     rf"Warmup \(avg\): (?P<warmup>{_NUM}), Inference \(avg\): (?P<avg>{_NUM})"
 )
+# benchmark_model before TF 1.14 printed one line without the first inference.
+_OLD_TIMINGS_RE = re.compile(
+    rf"Average inference timings in us: Warmup: (?P<warmup>{_NUM}), Init: (?P<init>{_NUM}), "
+    rf"(?:no stats|Inference): (?P<avg>{_NUM})"
+)
 _COUNT_RE = re.compile(rf"\bcount=(?P<count>\d+)(?P<rest>(?:\s+\w+={_NUM})*)")
+# --enable_op_profiling appends per-op tables whose summaries also carry count= fields.
+_PROFILER_SUMMARY = ("Timings (microseconds):", "Memory (bytes):")
 _KV_RE = re.compile(rf"(\w+)=({_NUM})")
 # Newer tools say "delta from the start of the tool", older ones "Peak memory footprint".
 _MEM_DELTA_RE = re.compile(
@@ -54,6 +65,8 @@ _MEM_DELTA_RE = re.compile(
     rf"init=(?P<init>{_NUM}) overall=(?P<overall>{_NUM})"
 )
 _MEM_PEAK_RE = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: (?P<peak>{_NUM})")
+_MODEL_SIZE_RE = re.compile(rf"The input model file size \(MB\): (?P<mb>{_NUM})")
+_SESSION_RE = re.compile(rf"Initialized session in (?P<ms>{_NUM}) ?ms")
 _APPLIED_RE = re.compile(
     r"Explicitly applied (?P<name>[\w .-]+?) delegate, and the model graph will be "
     r"(?P<how>completely|partially) executed by the delegate(?: w/ (?P<kernels>\d+) delegate kernels)?"
@@ -64,6 +77,15 @@ _NOT_APPLIED_RE = re.compile(
 _FAILED_APPLY_RE = re.compile(r"Failed to apply (?P<name>[\w .-]+?) delegate")
 _COREML_NODES_RE = re.compile(
     r"CoreML delegate: (?P<n>\d+) nodes delegated out of (?P<total>\d+) nodes(?:, with (?P<parts>\d+) partitions)?"
+)
+# The Core ML provider gets no delegate on a device or OS without Core ML support.
+_COREML_UNSUPPORTED_RE = re.compile(r"CoreML acceleration is unsupported on this platform")
+_REPLACING_RE = re.compile(
+    r"Replacing (?P<n>\d+) out of (?P<total>\d+) node\(s\) with delegate \((?P<name>[\w .-]+?)\) node"
+    r"(?:, yielding (?P<parts>\d+) partitions)?"
+)
+_GPU_SPLIT_RE = re.compile(
+    r"(?P<n>\d+) operations will run on the GPU, and the remaining (?P<rest>\d+) operations? will run on the CPU"
 )
 _CREATED_RE = re.compile(r"Created TensorFlow Lite (?:(?P<xnn>XNNPACK) )?delegate for (?P<name>[\w .-]+?)\.")
 _FAILURE_MARKERS = (
@@ -80,15 +102,22 @@ _FAILURE_MARKERS = (
 
 
 def normalize_delegate(name: str) -> str:
-    """benchmark_model's delegate names -> our closed set (cpu | gpu | coreml)."""
-    n = name.strip().lower().replace(" ", "")
-    if n in ("gpu", "metal", "gpudelegate", "gpuv2"):
+    """benchmark_model's delegate names -> cpu | gpu | coreml; any other delegate keeps its own name.
+
+    Covers the provider names ("GPU", "COREML", "XNNPACK") and the kernel names of the
+    "Replacing … with delegate (…)" lines (TfLiteMetalDelegate, TfLiteGpuDelegateV2,
+    TfLiteCoreMlDelegate, TfLiteXNNPackDelegate). NNAPI, Hexagon and the like are kept as
+    "nnapi", "hexagon", … so that a log from another platform still parses.
+    """
+    n = re.sub(r"[\s_-]+", "", name.strip().lower())
+    n = re.sub(r"v\d+$", "", n.removeprefix("tflite")).removesuffix("delegate")
+    if n in ("gpu", "metal", "gl", "opencl", "cl"):
         return "gpu"
-    if n in ("coreml", "coremldelegate"):
+    if n in ("coreml",):
         return "coreml"
     if n in ("xnnpack", "cpu"):
         return "cpu"
-    raise IosError(f"unknown delegate name {name!r} in the benchmark log; expected GPU/Metal, CoreML or XNNPACK")
+    return n or name.strip().lower()
 
 
 def parse_benchmark_log(text: str) -> dict[str, Any]:
@@ -96,9 +125,10 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
 
     Keys: ok, error, init_ms, first_ms, warmup_mean_ms, mean_ms, std_ms, min_ms, max_ms,
     count, p5_ms, p50_ms, p95_ms, warmup_count, memory_init_mb, memory_overall_mb,
-    memory_peak_mb, delegates ({cpu|gpu|coreml: complete|partial|none|failed}),
+    memory_peak_mb, model_size_mb, session_init_ms, delegates ({cpu|gpu|coreml|<other>:
+    complete|partial|none|failed}), delegated_nodes ({delegate: [replaced, total]}),
     coreml_nodes ([delegated, total] or None), notes (the delegate lines verbatim).
-    Values the log does not contain are None.
+    Values the log does not contain are None. A log holding several runs reports the last.
     """
     out: dict[str, Any] = {
         "ok": False, "error": None,
@@ -106,9 +136,22 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         "std_ms": None, "min_ms": None, "max_ms": None, "count": None,
         "p5_ms": None, "p50_ms": None, "p95_ms": None, "warmup_count": None,
         "memory_init_mb": None, "memory_overall_mb": None, "memory_peak_mb": None,
-        "delegates": {}, "coreml_nodes": None, "notes": [],
+        "model_size_mb": None, "session_init_ms": None,
+        "delegates": {}, "delegated_nodes": {}, "coreml_nodes": None, "notes": [],
     }
     stats_lines: list[dict[str, float]] = []
+    stats_at_timings: int | None = None  # how many stats lines preceded the last timings line
+    explicit: set[str] = set()  # delegates whose state the tool stated in words
+
+    def note(line: str) -> None:
+        if line not in out["notes"]:  # iOS consoles echo syslog lines a second time
+            out["notes"].append(line)
+
+    def infer(name: str, state: str) -> None:
+        """A state read from node counts; the tool's own "Explicitly applied…" line wins."""
+        if name not in explicit:
+            out["delegates"][name] = state
+
     errors: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -119,6 +162,15 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
             out["first_ms"] = float(m["first"]) / 1e3
             out["warmup_mean_ms"] = float(m["warmup"]) / 1e3
             out["mean_ms"] = float(m["avg"]) / 1e3
+            stats_at_timings = len(stats_lines)
+            continue
+        if m := _OLD_TIMINGS_RE.search(line):
+            out["init_ms"] = float(m["init"]) / 1e3
+            out["warmup_mean_ms"] = float(m["warmup"]) / 1e3
+            out["mean_ms"] = float(m["avg"]) / 1e3
+            stats_at_timings = len(stats_lines)
+            continue
+        if any(s in line for s in _PROFILER_SUMMARY):
             continue
         if m := _COUNT_RE.search(line):
             kv = {k: float(v) for k, v in _KV_RE.findall(m["rest"])}
@@ -132,30 +184,61 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         if m := _MEM_PEAK_RE.search(line):
             out["memory_peak_mb"] = float(m["peak"])
             continue
+        if m := _MODEL_SIZE_RE.search(line):
+            out["model_size_mb"] = float(m["mb"])
+            continue
+        if m := _SESSION_RE.search(line):
+            out["session_init_ms"] = float(m["ms"])
+            continue
         if m := _APPLIED_RE.search(line):
-            out["delegates"][normalize_delegate(m["name"])] = "complete" if m["how"] == "completely" else "partial"
-            out["notes"].append(line)
+            name = normalize_delegate(m["name"])
+            out["delegates"][name] = "complete" if m["how"] == "completely" else "partial"
+            explicit.add(name)
+            note(line)
             continue
         if m := _NOT_APPLIED_RE.search(line):
-            out["delegates"][normalize_delegate(m["name"])] = "none"
-            out["notes"].append(line)
+            name = normalize_delegate(m["name"])
+            out["delegates"][name] = "none"
+            explicit.add(name)
+            note(line)
             continue
         if m := _FAILED_APPLY_RE.search(line):
-            out["delegates"][normalize_delegate(m["name"])] = "failed"
-            out["notes"].append(line)
+            name = normalize_delegate(m["name"])
+            out["delegates"][name] = "failed"
+            explicit.add(name)
+            note(line)
             errors.append(line)
             continue
         if m := _COREML_NODES_RE.search(line):
             out["coreml_nodes"] = [int(m["n"]), int(m["total"])]
-            out["notes"].append(line)
+            note(line)
+            continue
+        if _COREML_UNSUPPORTED_RE.search(line):
+            out["delegates"]["coreml"] = "none"
+            explicit.add("coreml")
+            note(line)
+            continue
+        if m := _REPLACING_RE.search(line):
+            name, n, total = normalize_delegate(m["name"]), int(m["n"]), int(m["total"])
+            out["delegated_nodes"][name] = [n, total]
+            infer(name, "none" if n == 0 else "complete" if n == total else "partial")
+            note(line)
+            continue
+        if m := _GPU_SPLIT_RE.search(line):
+            n, rest = int(m["n"]), int(m["rest"])
+            infer("gpu", "none" if n == 0 else "partial" if rest else "complete")
+            note(line)
             continue
         if _CREATED_RE.search(line):
-            out["notes"].append(line)
+            note(line)
             continue
         if any(marker in line for marker in _FAILURE_MARKERS):
             errors.append(line)
 
-    # benchmark_model prints one stats line per phase: warm-up first, then the timed runs.
+    # benchmark_model prints one stats line per phase: warm-up first, then the timed runs,
+    # then the timings line. Stats lines after the last timings line belong to no finished run.
+    if stats_at_timings is not None:
+        stats_lines = stats_lines[:stats_at_timings]
     if stats_lines:
         timed = stats_lines[-1]
         out["count"] = int(timed["count"])
@@ -167,6 +250,8 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
             out["mean_ms"] = timed["avg"] / 1e3
         if len(stats_lines) > 1:
             out["warmup_count"] = int(stats_lines[-2]["count"])
+    if out["init_ms"] is None and out["session_init_ms"] is not None:
+        out["init_ms"] = out["session_init_ms"]
     # A CoreML partition report of zero nodes means the graph stayed on the CPU even when
     # the tool printed no "Though ... not executed" line.
     if out["coreml_nodes"] is not None and out["coreml_nodes"][0] == 0:
@@ -213,9 +298,9 @@ def result_from_log(text: str, device: DeviceInfo, request: JobRequest) -> JobRe
     timings = None
     partial = {k: p[k] for k in ("init_ms", "first_ms", "warmup_mean_ms", "mean_ms", "std_ms", "min_ms",
                                  "max_ms", "p5_ms", "p50_ms", "p95_ms", "count")}
-    needed = ("mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "count")
+    needed = ("mean_ms", "std_ms", "min_ms", "max_ms", "count")
     if all(p[k] is not None for k in needed):
-        # benchmark_model prints no p90; the field is left for the caller to judge, not filled in.
+        # benchmark_model prints no p90 (and before TF 2.4 no median): left empty, not filled in.
         try:
             timings = Timings(init=p["init_ms"], first=p["first_ms"], warmup_mean=p["warmup_mean_ms"],
                               mean=p["mean_ms"], std=p["std_ms"], min=p["min_ms"], max=p["max_ms"],
@@ -266,6 +351,29 @@ def check_console_log(text: str) -> None:
 
 
 # ---------------------------------------------------------------- devicectl
+def device_reachable(d: dict[str, Any]) -> tuple[bool, str]:
+    """Whether devicectl can run an app on this device now, and why not.
+
+    CoreDevice reports a reachable phone with a transport ("wired" or "localNetwork"); its
+    tunnel is opened on demand, so "disconnected" is a resting state, not a fault. Only
+    "unavailable" means the phone cannot be reached (unplugged, off the network, asleep).
+    Developer Mode must be on for devicectl to launch an app.
+    """
+    conn = d.get("connectionProperties") or {}
+    props = d.get("deviceProperties") or {}
+    tunnel = conn.get("tunnelState")
+    if tunnel == "unavailable":
+        return False, "unreachable: plug it in or put it on this Mac's network, and unlock it"
+    if not conn.get("transportType") and tunnel != "connected":
+        return False, "not connected: no USB or network transport"
+    mode = props.get("developerModeStatus")
+    if mode not in (None, "enabled"):
+        return False, f"Developer Mode is {mode}: enable it in Settings > Privacy & Security"
+    if props.get("bootState") not in (None, "booted"):
+        return False, f"boot state is {props.get('bootState')}"
+    return True, ""
+
+
 def parse_devicectl_devices(doc: dict[str, Any], busy: set[str] | None = None) -> list[DeviceInfo]:
     """`devicectl list devices --json-output` -> physical, paired iPhones/iPads as DeviceInfo."""
     busy = busy or set()
@@ -282,8 +390,7 @@ def parse_devicectl_devices(doc: dict[str, Any], busy: set[str] | None = None) -
         if not udid:
             continue
         dev_id = f"ios-{slug(udid)}"
-        # A paired phone that is not plugged in is still listed, with no usable tunnel.
-        online = bool(conn.get("transportType")) and conn.get("tunnelState") not in ("unavailable", "disconnected")
+        online, _why = device_reachable(d)
         state = "offline" if not online else ("busy" if dev_id in busy else "idle")
         marketing = hw.get("marketingName") or hw.get("productType") or "iOS device"
         out.append(DeviceInfo(
@@ -351,7 +458,7 @@ class IosBackend:
     def devices(self, busy: set[str] | None = None) -> list[DeviceInfo]:
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / "devices.json"
-            self._run(["list", "devices", "--json-output", str(out)])
+            self._run(["list", "devices", "--timeout", "10", "--json-output", str(out)])
             try:
                 doc = json.loads(out.read_text())
             except (OSError, json.JSONDecodeError) as exc:
@@ -381,10 +488,72 @@ class IosBackend:
                 self._run(["device", "copy", "to", "--device", udid,
                            "--domain-type", "appDataContainer", "--domain-identifier", self.bundle_id,
                            "--source", str(src), "--destination", f"{DATA_DIR}/{name}"], timeout_s=600)
-        # --console (Xcode 16+) connects the app's stdout and stderr, where benchmark_model
-        # logs, and returns when the app exits (the runner-ready app exits after one benchmark).
-        proc = self._run(["device", "process", "launch", "--device", udid, "--terminate-existing",
-                          "--console", self.bundle_id], timeout_s=self.run_timeout_s)
-        text = proc.stdout + "\n" + proc.stderr
+        text = self._launch_with_console(udid)
         check_console_log(text)
         return result_from_log(text, device, request)
+
+    def launch_command(self, udid: str) -> list[str]:
+        """`devicectl device process launch` with the app's console attached.
+
+        --console (Xcode 16+) relays the app's stdout and stderr and returns when the app exits
+        (the runner-ready app exits after one benchmark). OS_ACTIVITY_DT_MODE makes the app's
+        syslog/os_log lines (TFLite's delegate messages on iOS) appear there too.
+        """
+        return [self.xcrun, "devicectl", "device", "process", "launch", "--device", udid,
+                "--terminate-existing", "--console",
+                "--environment-variables", json.dumps({"OS_ACTIVITY_DT_MODE": "enable"}),
+                self.bundle_id]
+
+    def _launch_with_console(self, udid: str) -> str:
+        """Run the launch command on a pseudo-terminal and return everything it printed.
+
+        devicectl relays the app's output only when it believes a terminal is attached, so
+        the command gets a pty for stdin/stdout/stderr (what `script` would give it). The whole
+        run is bounded by run_timeout_s; on expiry the command's process group is killed.
+        """
+        cmd = self.launch_command(udid)
+        master, slave = os.openpty()
+        try:
+            proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        except FileNotFoundError:
+            os.close(master)
+            os.close(slave)
+            raise IosError(f"{self.xcrun!r} not found: install Xcode and its command-line tools (RUNNER.md)") from None
+        os.close(slave)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + self.run_timeout_s
+        timed_out = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                ready, _, _ = select.select([master], [], [], min(left, 1.0))
+                if not ready:
+                    if proc.poll() is not None and not select.select([master], [], [], 0.2)[0]:
+                        break
+                    continue
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer of the pty has gone
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            os.close(master)
+            if timed_out or proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait()
+        text = b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
+        tail = "\n".join(text.strip().splitlines()[-20:])
+        if timed_out:
+            raise IosError(f"`{' '.join(cmd[1:6])} …` did not finish within {self.run_timeout_s:g} s "
+                           f"(raise --job-timeout-s for slow models)\n--- log tail ---\n{tail}")
+        if proc.returncode != 0:
+            raise IosError(f"`{' '.join(cmd[1:6])} …` exited with {proc.returncode}\n--- log tail ---\n{tail}")
+        return text

@@ -122,3 +122,91 @@ def test_console_prefixes_and_percentile_fields():
     assert p["mean_ms"] == pytest.approx(63.7432) and p["max_ms"] == pytest.approx(686.105)
     assert (p["p5_ms"], p["p50_ms"], p["p95_ms"]) == pytest.approx((49.62, 51.891, 68.628))
     assert p["init_ms"] == pytest.approx(119.515) and p["memory_overall_mb"] == pytest.approx(55.4961)
+
+
+def test_other_platform_delegates_parse_instead_of_failing():
+    """An Android log with GPU + NNAPI: an unknown delegate keeps its own name, nothing raises."""
+    p = parse_benchmark_log(log("android_gpu_and_nnapi.log"))
+    assert p["ok"]
+    assert p["delegates"] == {"gpu": "complete", "nnapi": "none"}
+    assert p["delegated_nodes"] == {"gpu": [49, 49]}
+    assert (p["count"], p["warmup_count"]) == (50, 2)
+    assert p["mean_ms"] == pytest.approx(309.35) and p["init_ms"] == pytest.approx(5664.363)
+    assert p["model_size_mb"] == pytest.approx(16.1527) and p["session_init_ms"] == pytest.approx(5664.36)
+    assert p["memory_peak_mb"] == pytest.approx(140.211)
+    assert delegate_applied(p, "gpu") == "gpu"
+
+
+def test_op_profiling_tables_do_not_replace_the_run_statistics():
+    """--enable_op_profiling prints 'Timings (microseconds): count=…' summaries after the run."""
+    p = parse_benchmark_log(log("cpu_op_profiling.log"))
+    assert p["ok"]
+    assert (p["count"], p["warmup_count"]) == (50, 1)
+    assert p["mean_ms"] == pytest.approx(23.0893) and p["std_ms"] == pytest.approx(0.880)
+    assert p["min_ms"] == pytest.approx(22.344) and p["max_ms"] == pytest.approx(26.785)
+    assert p["delegates"] == {"cpu": "complete"} and p["delegated_nodes"] == {"cpu": [66, 66]}
+
+
+def test_ios_console_with_syslog_echo_and_partial_metal():
+    """TFLite on iOS logs to syslog and stderr; with OS_ACTIVITY_DT_MODE the console shows both."""
+    text = log("ios_metal_partial_syslog_echo.log")
+    p = parse_benchmark_log(text)
+    assert p["ok"] and p["count"] == 50 and p["warmup_count"] == 5
+    assert p["delegates"] == {"gpu": "partial"} and p["delegated_nodes"] == {"gpu": [64, 70]}
+    assert len(p["notes"]) == len(set(p["notes"]))
+    r = result_from_log(text, IPHONE, request("gpu"))
+    assert r.delegate_applied == "gpu"
+    assert any("only part of the graph" in n for n in r.notes)
+    assert r.timings_ms.mean == pytest.approx(14.0332) and r.timings_ms.p50 == pytest.approx(13.981)
+    # The same console captured through a pseudo-terminal ends its lines with CRLF.
+    assert parse_benchmark_log(text.replace("\n", "\r\n")) == p
+
+
+def test_coreml_missing_on_the_device_is_recorded_as_cpu():
+    p = parse_benchmark_log(log("ios_coreml_unsupported.log"))
+    assert p["ok"] and p["delegates"] == {"coreml": "none"}
+    r = result_from_log(log("ios_coreml_unsupported.log"), IPHONE, request("coreml"))
+    assert r.delegate_applied == "cpu"
+    assert any("ran on the CPU" in n for n in r.notes)
+
+
+def test_pre_1_14_average_timings_line():
+    p = parse_benchmark_log(log("old_average_timings.log"))
+    assert p["ok"]
+    assert p["mean_ms"] == pytest.approx(79.7609) and p["init_ms"] == pytest.approx(38.467)
+    assert p["warmup_mean_ms"] == pytest.approx(83.235) and p["first_ms"] is None
+    assert (p["count"], p["warmup_count"]) == (50, 1) and p["std_ms"] == pytest.approx(1.929)
+
+
+def test_gpu_unsupported_ops_are_a_partial_run_not_a_failure():
+    p = parse_benchmark_log(log("gpu_unsupported_ops_partial.log"))
+    assert p["ok"] and p["error"] is None
+    assert p["delegates"] == {"gpu": "partial"}
+    assert delegate_applied(p, "gpu") == "gpu"
+
+
+def test_gpu_delegate_that_fails_to_prepare_fails_the_run():
+    p = parse_benchmark_log(log("gpu_delegate_init_failed.log"))
+    assert not p["ok"] and p["delegates"] == {"gpu": "failed"}
+    assert "Benchmarking failed" in p["error"]
+    with pytest.raises(IosError, match="Failed to apply GPU delegate"):
+        result_from_log(log("gpu_delegate_init_failed.log"), IPHONE, request("gpu"))
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("GPU", "gpu"), ("Metal", "gpu"), ("TfLiteMetalDelegate", "gpu"), ("TfLiteGpuDelegateV2", "gpu"),
+    ("COREML", "coreml"), ("CoreML", "coreml"), ("Core ML", "coreml"), ("TfLiteCoreMlDelegate", "coreml"),
+    ("XNNPACK", "cpu"), ("TfLiteXNNPackDelegate", "cpu"), ("NNAPI", "nnapi"), ("Hexagon", "hexagon"),
+    ("STABLE_DELEGATE", "stable"),
+])
+def test_delegate_names(name, expected):
+    from runner.ios import normalize_delegate
+    assert normalize_delegate(name) == expected
+
+
+def test_a_log_without_a_median_still_gives_a_full_record():
+    """Before TF 2.4 the count line had no p5/median/p95; mean/std/min/max/count are enough."""
+    r = result_from_log(log("old_average_timings.log"), IPHONE, request("cpu"))
+    assert r.timings_ms is not None and r.partial_timings_ms is None
+    assert r.timings_ms.p50 is None and r.timings_ms.p90 is None
+    assert r.timings_ms.mean == pytest.approx(79.7609) and r.timings_ms.count == 50

@@ -57,6 +57,15 @@ XCRUN = textwrap.dedent('''\
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(opt("--source"), dest)
     elif args[:4] == ["devicectl", "device", "process", "launch"]:
+        # devicectl relays the app's console only to a terminal (a pipe gets nothing).
+        if not (os.isatty(1) and os.isatty(2)):
+            print("Launched application with com.example.bench bundle identifier.")
+            sys.exit(0)
+        print("Waiting for the application to terminate…", flush=True)
+        if os.environ.get("FAKE_XCRUN_HANG"):
+            import time
+            Path(os.environ["FAKE_XCRUN_HANG"]).write_text(str(os.getpid()))
+            time.sleep(3600)
         params = json.loads((container / "{data_dir}/benchmark_params.json").read_text())
         logs = Path(os.environ["FAKE_XCRUN_LOGS"])
         name = os.environ.get("FAKE_XCRUN_FORCE_LOG") or (
@@ -110,7 +119,7 @@ def test_devices_are_the_paired_physical_iphones(fake_xcrun):
     assert "iPhone 12 Pro" in first.name and first.state == "idle"
     assert first.delegates == ["cpu", "gpu", "coreml"]
     assert second.state == "offline"
-    assert fake_xcrun.calls()[0][:4] == ["devicectl", "list", "devices", "--json-output"]
+    assert fake_xcrun.calls()[0][:6] == ["devicectl", "list", "devices", "--timeout", "10", "--json-output"]
 
 
 def test_run_installs_copies_and_launches_with_benchmark_model_flags(fake_xcrun, tmp_path):
@@ -128,7 +137,8 @@ def test_run_installs_copies_and_launches_with_benchmark_model_flags(fake_xcrun,
         assert c[c.index("--domain-identifier") + 1] == "com.example.bench"
         assert c[c.index("--device") + 1] == UDID
     assert calls[-1] == ["devicectl", "device", "process", "launch", "--device", UDID, "--terminate-existing",
-                         "--console", "com.example.bench"]
+                         "--console", "--environment-variables", '{"OS_ACTIVITY_DT_MODE": "enable"}',
+                         "com.example.bench"]
     params = json.loads((fake_xcrun.container / DATA_DIR / "benchmark_params.json").read_text())
     assert params["graph"] == "model.tflite"
     assert (params["num_threads"], params["warmup_runs"], params["num_runs"]) == ("4", "3", "30")
@@ -194,3 +204,32 @@ def test_runner_process_with_ios_backend(fake_xcrun, runner_factory, tmp_path):
     done = wait_for_job(client, client.submit(req), timeout_s=60)
     assert done.result.delegate_applied == "cpu" and done.result.device.model == "iPhone13,3"
     assert done.result.memory.peak_mb == pytest.approx(158.906)
+
+
+def test_device_states_follow_coredevice():
+    """A reachable phone rests with its tunnel "disconnected"; only "unavailable" is unreachable."""
+    from runner.ios import device_reachable, parse_devicectl_devices
+
+    doc = json.loads((Path(__file__).parent / "data" / "devicectl" / "list_devices.json").read_text())
+    devices = {d.name.split(" (")[0]: d for d in parse_devicectl_devices(doc, busy={"ios-00008030-0103524335e2f624"})}
+    assert set(devices) == {"Lab 13 Pro", "Lab 11", "Drawer 14 Pro", "New 15"}  # the watch is not a target
+    assert devices["Lab 13 Pro"].state == "idle" and devices["Lab 13 Pro"].model == "iPhone14,2"
+    assert devices["Lab 13 Pro"].os == "iOS 18.1.1" and devices["Lab 13 Pro"].id == "ios-00008110-00015d4e1439801e"
+    assert devices["Lab 11"].state == "busy"  # on Wi-Fi, tunnel resting, a job running
+    assert devices["Drawer 14 Pro"].state == "offline"
+    assert devices["New 15"].state == "offline"
+    reasons = {d["deviceProperties"]["name"]: device_reachable(d)[1] for d in doc["result"]["devices"]}
+    assert "Developer Mode is disabled" in reasons["New 15"]
+    assert "unreachable" in reasons["Drawer 14 Pro"]
+
+
+def test_a_run_that_outlives_the_timeout_is_killed(fake_xcrun, tmp_path, monkeypatch):
+    pid_file = tmp_path / "hung.pid"
+    monkeypatch.setenv("FAKE_XCRUN_HANG", str(pid_file))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app", run_timeout_s=2)
+    with pytest.raises(IosError, match="(?s)did not finish within 2 s.*Waiting for the application"):
+        backend.run(backend.devices()[0], model, _request("cpu"))
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(int(pid_file.read_text()), 0)
