@@ -45,7 +45,14 @@ class IosError(ScenebenchError):
 
 
 # ---------------------------------------------------------------- the log parser (pure)
-_NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+# iostream prints an empty statistic's average as nan or -nan (e.g. the warm-up with --warmup_runs=0).
+_NUM = r"[-+]?(?:\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|nan|inf)"
+
+
+def _ms(us: str) -> float | None:
+    """Microseconds as printed -> milliseconds; nan (an empty phase) -> None."""
+    v = float(us)
+    return None if v != v or v in (float("inf"), float("-inf")) else v / 1e3
 _TIMINGS_RE = re.compile(
     rf"Inference timings in us: Init: (?P<init>{_NUM}), First inference: (?P<first>{_NUM}), "
     rf"Warmup \(avg\): (?P<warmup>{_NUM}), Inference \(avg\): (?P<avg>{_NUM})"
@@ -158,16 +165,16 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         if not line:
             continue
         if m := _TIMINGS_RE.search(line):
-            out["init_ms"] = float(m["init"]) / 1e3
-            out["first_ms"] = float(m["first"]) / 1e3
-            out["warmup_mean_ms"] = float(m["warmup"]) / 1e3
-            out["mean_ms"] = float(m["avg"]) / 1e3
+            out["init_ms"] = _ms(m["init"])
+            out["first_ms"] = _ms(m["first"])
+            out["warmup_mean_ms"] = _ms(m["warmup"])
+            out["mean_ms"] = _ms(m["avg"])
             stats_at_timings = len(stats_lines)
             continue
         if m := _OLD_TIMINGS_RE.search(line):
-            out["init_ms"] = float(m["init"]) / 1e3
-            out["warmup_mean_ms"] = float(m["warmup"]) / 1e3
-            out["mean_ms"] = float(m["avg"]) / 1e3
+            out["init_ms"] = _ms(m["init"])
+            out["warmup_mean_ms"] = _ms(m["warmup"])
+            out["mean_ms"] = _ms(m["avg"])
             stats_at_timings = len(stats_lines)
             continue
         if any(s in line for s in _PROFILER_SUMMARY):
@@ -245,9 +252,9 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         for key, name in (("std", "std_ms"), ("min", "min_ms"), ("max", "max_ms"),
                           ("p5", "p5_ms"), ("median", "p50_ms"), ("p95", "p95_ms")):
             if key in timed:
-                out[name] = timed[key] / 1e3
+                out[name] = _ms(str(timed[key]))
         if out["mean_ms"] is None and "avg" in timed:
-            out["mean_ms"] = timed["avg"] / 1e3
+            out["mean_ms"] = _ms(str(timed["avg"]))
         if len(stats_lines) > 1:
             out["warmup_count"] = int(stats_lines[-2]["count"])
     if out["init_ms"] is None and out["session_init_ms"] is not None:

@@ -210,3 +210,10 @@ def test_a_log_without_a_median_still_gives_a_full_record():
     assert r.timings_ms is not None and r.partial_timings_ms is None
     assert r.timings_ms.p50 is None and r.timings_ms.p90 is None
     assert r.timings_ms.mean == pytest.approx(79.7609) and r.timings_ms.count == 50
+
+
+def test_no_warm_up_prints_nan_and_still_parses():
+    """--warmup_runs=0 leaves the warm-up statistic empty: iostream prints its average as -nan."""
+    p = parse_benchmark_log(log("cpu_no_warmup_nan.log"))
+    assert p["ok"] and p["warmup_mean_ms"] is None
+    assert p["mean_ms"] == pytest.approx(8.10235) and (p["count"], p["warmup_count"]) == (20, 0)
