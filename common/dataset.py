@@ -512,6 +512,7 @@ def prepare_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> Pr
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    _register_heif()
     if not data:
         raise SkipImage("empty file (0 bytes)")
     try:
@@ -540,6 +541,8 @@ def prepare_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> Pr
     except UnidentifiedImageError:
         ext = Path(name).suffix.lower()
         if ext in (".heic", ".heif"):
+            if _heif_registered:
+                raise SkipImage("damaged HEIC/HEIF: the HEIF decoder cannot read it") from None
             raise SkipImage("HEIC/HEIF cannot be decoded here (no HEIF support in Pillow); "
                             "convert it to JPEG, or install pillow-heif") from None
         raise SkipImage("not an image: Pillow cannot identify its format") from None
@@ -550,13 +553,24 @@ def prepare_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> Pr
         raise SkipImage(f"cannot decode: {text}") from None
 
 
+_heif_registered = False
+
+
 def _register_heif() -> None:
-    # HEIC photos straight off an iPhone decode when pillow-heif happens to be installed.
+    """HEIC/HEIF, the iPhone camera's default format, through pillow-heif (a dependency).
+
+    libheif applies the file's rotation while decoding and pillow-heif then reports EXIF
+    orientation 1, so exif_transpose does not turn the picture a second time.
+    """
+    global _heif_registered
+    if _heif_registered:
+        return
     try:
         import pillow_heif  # type: ignore[import-not-found]
 
         pillow_heif.register_heif_opener()
-    except Exception:  # optional: absent or broken means HEIC files are skipped with a reason
+        _heif_registered = True
+    except Exception:  # a broken install: HEIC files are then skipped with a reason naming the fix
         pass
 
 

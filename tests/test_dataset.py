@@ -7,6 +7,7 @@ import os
 import shutil
 
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import Image
 
@@ -225,7 +226,10 @@ def _odd_tree(root):
     noisy = noisy_jpeg_bytes(1, size=(64, 64))
     write(cats / "truncated.jpg", noisy[: len(noisy) // 2])
     write(cats / "fake.jpg", b"this is a text file, not a picture\n")
-    write(cats / "photo.heic", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    write(cats / "broken.heic", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    # An iPhone photo: HEIC, shot in portrait (stored sideways with orientation 6), like rotated.jpg.
+    pillow_heif.register_heif_opener()
+    write(cats / "IMG_0001.HEIC", image_bytes(sideways, "HEIF", quality=95, exif=exif.tobytes()))
     write(cats / "huge.png", image_bytes(Image.new("RGB", (300, 300), GREEN), "PNG"))
     # junk, ignored without a reason
     write(cats / ".DS_Store", b"\x00\x00\x00\x01Bud1")
@@ -250,12 +254,12 @@ def test_odd_files_are_converted_skipped_or_ignored(tmp_path):
     prepared = _build(s, tmp_path, max_pixels=200 * 200)
     m = prepared.manifest
     reasons = {f.path: f.reason for f in m.skipped}
-    assert set(reasons) == {"cats/empty.jpg", "cats/truncated.jpg", "cats/fake.jpg", "cats/photo.heic",
+    assert set(reasons) == {"cats/empty.jpg", "cats/truncated.jpg", "cats/fake.jpg", "cats/broken.heic",
                             "cats/huge.png", "cats/dangling.jpg"}
     assert reasons["cats/empty.jpg"] == "empty file (0 bytes)"
     assert "truncated" in reasons["cats/truncated.jpg"]
     assert "not an image" in reasons["cats/fake.jpg"]
-    assert "HEIC" in reasons["cats/photo.heic"]
+    assert reasons["cats/broken.heic"] == "damaged HEIC/HEIF: the HEIF decoder cannot read it"
     assert "decompression-bomb" in reasons["cats/huge.png"]
     assert "broken symbolic link" in reasons["cats/dangling.jpg"]
     ignored = set(prepared.ignored)
@@ -266,7 +270,8 @@ def test_odd_files_are_converted_skipped_or_ignored(tmp_path):
     records = {p: (img, label) for split in ("train", "validation") for img, label, p in _records(prepared, split)}
     kept = {"cats/good.jpg", "cats/UPPER.JPG", "cats/progressive.jpeg", "cats/nested/deeper/inside.Jpeg",
             "cats/cmyk.jpg", "cats/gray.png", "cats/palette.PNG", "cats/rgba.png", "cats/deep16.png",
-            "cats/anim.gif", "cats/pic.webp", "cats/pic.bmp", "cats/rotated.jpg", "cats/link.jpg",
+            "cats/anim.gif", "cats/pic.webp", "cats/pic.bmp", "cats/rotated.jpg", "cats/IMG_0001.HEIC",
+            "cats/link.jpg",
             "dogs/000.jpg", "dogs/001.jpg", "dogs/002.jpg"}
     assert set(records) == kept
     assert m.splits["train"].count + m.splits["validation"].count == len(kept)
@@ -291,6 +296,10 @@ def test_odd_files_are_converted_skipped_or_ignored(tmp_path):
     rot = ds.decode_resize(records["cats/rotated.jpg"][0], (40, 20)).numpy()
     assert records["cats/rotated.jpg"][0].startswith(b"\x89PNG")
     assert np.allclose(rot[5, 10], RED, atol=12) and np.allclose(rot[35, 10], BLUE, atol=12)
+    # The HEIC is decoded, and upright exactly once (libheif rotates; EXIF says 1 afterwards).
+    heic = ds.decode_resize(records["cats/IMG_0001.HEIC"][0], (40, 20)).numpy()
+    assert records["cats/IMG_0001.HEIC"][0].startswith(b"\x89PNG")
+    assert np.allclose(heic[5, 10], RED, atol=16) and np.allclose(heic[35, 10], BLUE, atol=16)
     assert m.image_size_range == {"min": [10, 20], "max": [40, 40]}
 
 
