@@ -154,7 +154,8 @@ def iter_examples(shard_paths: Sequence[str | Path]) -> Iterator[tuple[bytes, in
 
 # Bump when the stored bytes or the split rule change: it is part of the fingerprint, so
 # datasets prepared by older code are prepared again instead of being silently reused.
-FORMAT_VERSION = 1
+# 2: byte-identical copies are resolved before splitting (see dedupe).
+FORMAT_VERSION = 2
 
 TRAIN = "train"
 VALIDATION = "validation"
@@ -645,10 +646,11 @@ def build(
             stored.write_bytes(img.data)
         return _Item(cand=cand, label=label_of[cand.folder], height=img.height, width=img.width, stored=stored)
 
+    unique, duplicates = dedupe(s.candidates)
     with ThreadPoolExecutor(max_workers=_workers(workers)) as pool:
-        results = list(pool.map(work, enumerate(s.candidates)))
+        results = list(pool.map(work, enumerate(unique)))
     items = [r for r in results if isinstance(r, _Item)]
-    skipped = sorted(list(s.unreadable) + [r for r in results if isinstance(r, SkippedFile)],
+    skipped = sorted(list(s.unreadable) + duplicates + [r for r in results if isinstance(r, SkippedFile)],
                      key=lambda f: f.path)
 
     if s.split_method == "folders":
@@ -683,6 +685,44 @@ def build(
         splits=splits, skipped=skipped, image_size_range=_size_range(items), code_version=code_version,
     )
     return Prepared(manifest=manifest, shard_files=shard_files, ignored=s.ignored)
+
+
+def dedupe(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[SkippedFile]]:
+    """Resolve byte-identical copies of one picture; return the candidates to keep and the rest, with reasons.
+
+    Real folders hold copies ("IMG_0001 (1).jpg", a photo filed twice). A copy in the same
+    class would count twice, and a copy on both sides of the split would be scored on an
+    image the model trained on. One copy is kept (a training one first, then the shortest path);
+    the others are skipped and listed. Copies filed under different classes have no single
+    label, so all of them are skipped.
+    """
+    groups: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        groups.setdefault(c.sha256, []).append(c)
+    keep: set[str] = set()
+    skipped: list[SkippedFile] = []
+    for group in groups.values():
+        if len(group) == 1:
+            keep.add(group[0].rel)
+            continue
+        folders = sorted({c.folder for c in group})
+        if len(folders) > 1:
+            for c in group:
+                others = ", ".join(o.rel for o in group if o is not c)
+                skipped.append(SkippedFile(path=c.rel, reason=(
+                    f"the same picture is filed under {len(folders)} classes ({', '.join(folders)}; also {others}): "
+                    "its label is ambiguous; keep it in one class folder")))
+            continue
+        # Copies get longer names ("IMG_0001 (1).jpg", "IMG_0001 copy.jpg"): keep the shortest.
+        ordered = sorted(group, key=lambda c: (c.split == VALIDATION, len(c.rel), c.rel))
+        kept = ordered[0]
+        keep.add(kept.rel)
+        for c in ordered[1:]:
+            why = f"duplicate of {kept.rel} (byte-identical)"
+            if c.split == VALIDATION and kept.split == TRAIN:
+                why += "; a training image, so it is kept out of validation"
+            skipped.append(SkippedFile(path=c.rel, reason=why))
+    return [c for c in candidates if c.rel in keep], skipped
 
 
 def _png_of(data: bytes, img: PreparedImage) -> PreparedImage:

@@ -202,7 +202,8 @@ def _odd_tree(root):
     write(cats / "good.jpg", jpeg_bytes(RED))
     write(cats / "UPPER.JPG", jpeg_bytes(GREEN))
     write(cats / "progressive.jpeg", jpeg_bytes(BLUE, progressive=True))
-    write(cats / "nested" / "deeper" / "inside.Jpeg", jpeg_bytes(RED))
+    write(cats / "nested" / "deeper" / "inside.Jpeg", jpeg_bytes((250, 120, 0)))
+    write(cats / "good (1).jpg", jpeg_bytes(RED))  # a copy: the same bytes as good.jpg
     write(cats / "cmyk.jpg", image_bytes(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG", quality=95))
     write(cats / "gray.png", image_bytes(Image.new("L", (20, 10), 100), "PNG"))
     write(cats / "palette.PNG", image_bytes(Image.new("RGB", (20, 10), BLUE).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"))
@@ -240,7 +241,8 @@ def _odd_tree(root):
     write(cats / ".hidden.jpg", good)
     write(cats / "__MACOSX" / "x.jpg", good)
     # links: to a file (followed), dangling, and folder loops (not followed)
-    os.symlink(cats / "good.jpg", cats / "link.jpg")
+    write(root.parent / "elsewhere" / "linked.jpg", jpeg_bytes((0, 120, 250)))
+    os.symlink(root.parent / "elsewhere" / "linked.jpg", cats / "link.jpg")
     os.symlink(cats / "nowhere.jpg", cats / "dangling.jpg")
     os.symlink(cats, cats / "nested" / "loop")
     os.symlink(root, cats / "up")
@@ -255,7 +257,8 @@ def test_odd_files_are_converted_skipped_or_ignored(tmp_path):
     m = prepared.manifest
     reasons = {f.path: f.reason for f in m.skipped}
     assert set(reasons) == {"cats/empty.jpg", "cats/truncated.jpg", "cats/fake.jpg", "cats/broken.heic",
-                            "cats/huge.png", "cats/dangling.jpg"}
+                            "cats/huge.png", "cats/dangling.jpg", "cats/good (1).jpg"}
+    assert reasons["cats/good (1).jpg"] == "duplicate of cats/good.jpg (byte-identical)"
     assert reasons["cats/empty.jpg"] == "empty file (0 bytes)"
     assert "truncated" in reasons["cats/truncated.jpg"]
     assert "not an image" in reasons["cats/fake.jpg"]
@@ -379,3 +382,39 @@ def test_prepared_synthetic_feeds_load_split(prepared_synthetic):
     assert labels == sorted(list(range(30)) * 2)  # validation records are in class order
     train = ds.load_split([root / r.key for r in m.splits["train"].shards], (32, 48), 32, training=True)
     assert sorted(int(v) for _, y in train for v in y.numpy()) == sorted(list(range(30)) * 4)
+
+
+def test_copies_across_splits_and_classes(tmp_path):
+    """A validation photo that is also a training photo would inflate accuracy; one filed in two classes has no label."""
+    root = tmp_path / "src"
+    class_tree(root, {"1_a": 3, "2_b": 3, "3_c": 3}, split="training")
+    class_tree(root, {"1_a": 2, "2_b": 2, "3_c": 2}, split="validation")
+    leaked = (root / "training" / "1_a" / "000.jpg").read_bytes()
+    write(root / "validation" / "1_a" / "IMG_leak.jpg", leaked)
+    confused = (root / "training" / "2_b" / "001.jpg").read_bytes()
+    write(root / "training" / "3_c" / "maybe_b.jpg", confused)
+    prepared = _build(ds.scan(root), tmp_path)
+    reasons = {f.path: f.reason for f in prepared.manifest.skipped}
+    assert reasons["validation/1_a/IMG_leak.jpg"] == ("duplicate of training/1_a/000.jpg (byte-identical); "
+                                                      "a training image, so it is kept out of validation")
+    for path in ("training/2_b/001.jpg", "training/3_c/maybe_b.jpg"):
+        assert "filed under 2 classes (2_b, 3_c" in reasons[path] and "label is ambiguous" in reasons[path]
+    assert len(reasons) == 3
+    splits = prepared.manifest.splits
+    assert splits["train"].per_class == {"1_a": 3, "2_b": 2, "3_c": 3}
+    assert splits["validation"].per_class == {"1_a": 2, "2_b": 2, "3_c": 2}
+    kept = {p for split in ("train", "validation") for _, _, p in _records(prepared, split)}
+    assert "validation/1_a/IMG_leak.jpg" not in kept and "training/1_a/000.jpg" in kept
+
+
+def test_hold_out_split_never_separates_copies(tmp_path):
+    root = class_tree(tmp_path / "src", {"a": 8, "b": 8})
+    for i in range(4):
+        write(root / "a" / f"copy_{i}.jpg", (root / "a" / f"00{i}.jpg").read_bytes())
+    prepared = _build(ds.scan(root, val_fraction=0.5), tmp_path)
+    seen: dict[bytes, str] = {}
+    for split in ("train", "validation"):
+        for data, _, _ in _records(prepared, split):
+            assert data not in seen, "the same picture is on both sides of the split"
+            seen[data] = split
+    assert sum(1 for f in prepared.manifest.skipped if f.reason.startswith("duplicate of a/00")) == 4
