@@ -150,9 +150,11 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
     stats_at_timings: int | None = None  # how many stats lines preceded the last timings line
     explicit: set[str] = set()  # delegates whose state the tool stated in words
 
-    def note(line: str) -> None:
-        if line not in out["notes"]:  # iOS consoles echo syslog lines a second time
-            out["notes"].append(line)
+    def note(text: str) -> None:
+        # The message without its console prefix ("INFO: ", a timestamp, a logcat tag), once:
+        # consoles that mirror the system log show each line twice.
+        if text not in out["notes"]:
+            out["notes"].append(text)
 
     def infer(name: str, state: str) -> None:
         """A state read from node counts; the tool's own "Explicitly applied…" line wins."""
@@ -182,7 +184,10 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         if m := _COUNT_RE.search(line):
             kv = {k: float(v) for k, v in _KV_RE.findall(m["rest"])}
             kv["count"] = int(m["count"])
-            stats_lines.append(kv)
+            # A console that shows both stdout and the system log (Android's logcat, iOS'
+            # os_log mirror) prints each line twice; two phases never print identical lines.
+            if not stats_lines or stats_lines[-1] != kv:
+                stats_lines.append(kv)
             continue
         if m := _MEM_DELTA_RE.search(line):
             out["memory_init_mb"] = float(m["init"])
@@ -201,43 +206,43 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
             name = normalize_delegate(m["name"])
             out["delegates"][name] = "complete" if m["how"] == "completely" else "partial"
             explicit.add(name)
-            note(line)
+            note(line[m.start():])
             continue
         if m := _NOT_APPLIED_RE.search(line):
             name = normalize_delegate(m["name"])
             out["delegates"][name] = "none"
             explicit.add(name)
-            note(line)
+            note(line[m.start():])
             continue
         if m := _FAILED_APPLY_RE.search(line):
             name = normalize_delegate(m["name"])
             out["delegates"][name] = "failed"
             explicit.add(name)
-            note(line)
+            note(line[m.start():])
             errors.append(line)
             continue
         if m := _COREML_NODES_RE.search(line):
             out["coreml_nodes"] = [int(m["n"]), int(m["total"])]
-            note(line)
+            note(line[m.start():])
             continue
-        if _COREML_UNSUPPORTED_RE.search(line):
+        if m := _COREML_UNSUPPORTED_RE.search(line):
             out["delegates"]["coreml"] = "none"
             explicit.add("coreml")
-            note(line)
+            note(line[m.start():])
             continue
         if m := _REPLACING_RE.search(line):
             name, n, total = normalize_delegate(m["name"]), int(m["n"]), int(m["total"])
             out["delegated_nodes"][name] = [n, total]
             infer(name, "none" if n == 0 else "complete" if n == total else "partial")
-            note(line)
+            note(line[m.start():])
             continue
         if m := _GPU_SPLIT_RE.search(line):
             n, rest = int(m["n"]), int(m["rest"])
             infer("gpu", "none" if n == 0 else "partial" if rest else "complete")
-            note(line)
+            note(line[m.start():])
             continue
-        if _CREATED_RE.search(line):
-            note(line)
+        if m := _CREATED_RE.search(line):
+            note(line[m.start():])
             continue
         if any(marker in line for marker in _FAILURE_MARKERS):
             errors.append(line)

@@ -217,3 +217,10 @@ def test_no_warm_up_prints_nan_and_still_parses():
     p = parse_benchmark_log(log("cpu_no_warmup_nan.log"))
     assert p["ok"] and p["warmup_mean_ms"] is None
     assert p["mean_ms"] == pytest.approx(8.10235) and (p["count"], p["warmup_count"]) == (20, 0)
+
+
+def test_console_that_echoes_every_line_twice():
+    """stdout and logcat merged: each count line twice must not turn the timed runs into the warm-up."""
+    p = parse_benchmark_log(log("android_stdout_and_logcat.log"))
+    assert p["ok"] and (p["count"], p["warmup_count"]) == (50, 2)
+    assert p == parse_benchmark_log(log("android_gpu_and_nnapi.log"))  # notes too: prefixes stripped, once each
