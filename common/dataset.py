@@ -154,7 +154,7 @@ def iter_examples(shard_paths: Sequence[str | Path]) -> Iterator[tuple[bytes, in
 
 # Bump when the stored bytes or the split rule change: it is part of the fingerprint, so
 # datasets prepared by older code are prepared again instead of being silently reused.
-# 2: byte-identical copies are resolved before splitting (see dedupe).
+# 2: byte-identical copies are resolved before splitting (see dedupe); warnings.
 FORMAT_VERSION = 2
 
 TRAIN = "train"
@@ -646,7 +646,7 @@ def build(
             stored.write_bytes(img.data)
         return _Item(cand=cand, label=label_of[cand.folder], height=img.height, width=img.width, stored=stored)
 
-    unique, duplicates = dedupe(s.candidates)
+    unique, duplicates, warnings = dedupe(s.candidates)
     with ThreadPoolExecutor(max_workers=_workers(workers)) as pool:
         results = list(pool.map(work, enumerate(unique)))
     items = [r for r in results if isinstance(r, _Item)]
@@ -682,47 +682,66 @@ def build(
     manifest = DatasetManifest(
         fingerprint=s.fingerprint, source=source, synthetic=synthetic, layout=s.layout, numbered=s.numbered,
         split_method=s.split_method, val_fraction=s.val_fraction, seed=s.seed, classes=list(s.classes),
-        splits=splits, skipped=skipped, image_size_range=_size_range(items), code_version=code_version,
+        splits=splits, skipped=skipped, warnings=warnings, image_size_range=_size_range(items),
+        code_version=code_version,
     )
     return Prepared(manifest=manifest, shard_files=shard_files, ignored=s.ignored)
 
 
-def dedupe(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[SkippedFile]]:
-    """Resolve byte-identical copies of one picture; return the candidates to keep and the rest, with reasons.
+def dedupe(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[SkippedFile], list[str]]:
+    """Resolve byte-identical copies of one picture: (candidates to keep, skipped with reasons, warnings).
 
-    Real folders hold copies ("IMG_0001 (1).jpg", a photo filed twice). A copy in the same
-    class would count twice, and a copy on both sides of the split would be scored on an
-    image the model trained on. One copy is kept (a training one first, then the shortest path);
-    the others are skipped and listed. Copies filed under different classes have no single
-    label, so all of them are skipped.
+    Real folders hold copies ("IMG_0001 (1).jpg", a photo filed twice). Rules:
+    - a validation folder given on disk is the benchmark's test set and is never changed: a
+      training copy of a validation picture is left out of training instead (otherwise the
+      model would be scored on an image it trained on), whatever class it was filed under;
+      copies inside validation are kept and reported as warnings;
+    - among training pictures (or the pool a hold-out is drawn from), one copy per picture
+      is kept (the shortest path: copies get longer names); copies filed under different
+      classes have no single label and are all left out.
     """
     groups: dict[str, list[Candidate]] = {}
     for c in candidates:
         groups.setdefault(c.sha256, []).append(c)
     keep: set[str] = set()
     skipped: list[SkippedFile] = []
+    warnings: list[str] = []
     for group in groups.values():
         if len(group) == 1:
             keep.add(group[0].rel)
             continue
-        folders = sorted({c.folder for c in group})
+        val = sorted((c for c in group if c.split == VALIDATION), key=lambda c: c.rel)
+        rest = sorted((c for c in group if c.split != VALIDATION), key=lambda c: (len(c.rel), c.rel))
+        if val:
+            keep.update(c.rel for c in val)
+            if len(val) > 1:
+                folders = sorted({c.folder for c in val})
+                kind = "under different classes" if len(folders) > 1 else "twice"
+                warnings.append(f"validation holds the same picture {kind}: {', '.join(c.rel for c in val)} "
+                                "(kept: the validation folder is used as given)")
+            for c in rest:
+                same = next((v for v in val if v.folder == c.folder), None)
+                if same is not None:
+                    why = (f"also in validation as {same.rel} (byte-identical): left out of training so "
+                           "that validation does not score a training image")
+                else:
+                    why = (f"filed under {c.folder} here but under {val[0].folder} in validation "
+                           f"({val[0].rel}): ambiguous label, left out of training")
+                skipped.append(SkippedFile(path=c.rel, reason=why))
+            continue
+        folders = sorted({c.folder for c in rest})
         if len(folders) > 1:
-            for c in group:
-                others = ", ".join(o.rel for o in group if o is not c)
+            for c in rest:
+                others = ", ".join(o.rel for o in rest if o is not c)
                 skipped.append(SkippedFile(path=c.rel, reason=(
                     f"the same picture is filed under {len(folders)} classes ({', '.join(folders)}; also {others}): "
                     "its label is ambiguous; keep it in one class folder")))
             continue
-        # Copies get longer names ("IMG_0001 (1).jpg", "IMG_0001 copy.jpg"): keep the shortest.
-        ordered = sorted(group, key=lambda c: (c.split == VALIDATION, len(c.rel), c.rel))
-        kept = ordered[0]
+        kept = rest[0]
         keep.add(kept.rel)
-        for c in ordered[1:]:
-            why = f"duplicate of {kept.rel} (byte-identical)"
-            if c.split == VALIDATION and kept.split == TRAIN:
-                why += "; a training image, so it is kept out of validation"
-            skipped.append(SkippedFile(path=c.rel, reason=why))
-    return [c for c in candidates if c.rel in keep], skipped
+        for c in rest[1:]:
+            skipped.append(SkippedFile(path=c.rel, reason=f"duplicate of {kept.rel} (byte-identical)"))
+    return [c for c in candidates if c.rel in keep], skipped, warnings
 
 
 def _png_of(data: bytes, img: PreparedImage) -> PreparedImage:

@@ -724,6 +724,9 @@ def provenance_section(results: Results, benches: Sequence[BenchResult]) -> str:
         ("Dataset", f"{p.data} \u2014 " + ("SYNTHETIC images, accuracy says nothing about CamSDD"
                                           if results.dataset_synthetic else "real images")),
         ("Images per split", ", ".join(f"{k}: {v}" for k, v in results.dataset_counts.items())),
+        ("Files left out", f"{results.dataset_skipped} (each with its reason in "
+                           f"datasets/{results.dataset_fingerprint}/dataset.json)"),
+        *(("Dataset warning", w) for w in results.dataset_warnings),
         ("Classes", str(len(results.classes))),
         ("Architectures", ", ".join(p.archs)), ("Formats", ", ".join(p.formats)),
         ("Input size (H\u00d7W)", "\u00d7".join(map(str, p.image_size))), ("Epochs", str(p.epochs)),

@@ -132,7 +132,8 @@ def build_results(
     return Results(
         run_id=run.run_id, code_version=run.code_version, image=run.image, trigger=run.trigger,
         params=run.params, dataset_fingerprint=dataset.fingerprint, dataset_synthetic=dataset.synthetic,
-        dataset_counts=counts, classes=[c_.name for c_ in sorted(dataset.classes, key=lambda x: x.index)],
+        dataset_counts=counts, dataset_skipped=len(dataset.skipped), dataset_warnings=list(dataset.warnings),
+        classes=[c_.name for c_ in sorted(dataset.classes, key=lambda x: x.index)],
         c=c, score_basis=basis_desc, models=models, devices=sorted(devices.values(), key=lambda d: d.id),
         missing=missing, train=train_summary,
     )

@@ -75,6 +75,7 @@ class DatasetManifest(Versioned):
     classes: list[ClassInfo]
     splits: dict[str, SplitInfo]
     skipped: list[SkippedFile] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="kept, but worth a look (e.g. copies inside validation)")
     image_size_range: dict[str, list[int]] = Field(
         default_factory=dict, description="min/max of [height, width] over kept images"
     )
@@ -355,6 +356,8 @@ class Results(Versioned):
     dataset_fingerprint: str
     dataset_synthetic: bool
     dataset_counts: dict[str, int]
+    dataset_skipped: int = Field(default=0, description="files left out by prepare (reasons in dataset.json)")
+    dataset_warnings: list[str] = Field(default_factory=list)
     classes: list[str]
     c: float
     score_basis: str

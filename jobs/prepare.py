@@ -158,6 +158,8 @@ def prepare_dataset(settings: PrepareSettings, store: ArtifactStore) -> tuple[Da
             store.put_file(shard_key, path)
         store.put_json(key, prepared.manifest)
         m = prepared.manifest
+        for w in m.warnings:
+            log.warning("dataset_warning", detail=w)
         if m.skipped:
             log.warning("files_skipped", count=len(m.skipped),
                         files=[f"{f.path}: {f.reason}" for f in m.skipped[:SKIPPED_LOG_LIMIT]],

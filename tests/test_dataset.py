@@ -385,26 +385,35 @@ def test_prepared_synthetic_feeds_load_split(prepared_synthetic):
 
 
 def test_copies_across_splits_and_classes(tmp_path):
-    """A validation photo that is also a training photo would inflate accuracy; one filed in two classes has no label."""
+    """Validation is used as given; training copies of validation photos and ambiguous copies leave training."""
     root = tmp_path / "src"
     class_tree(root, {"1_a": 3, "2_b": 3, "3_c": 3}, split="training")
     class_tree(root, {"1_a": 2, "2_b": 2, "3_c": 2}, split="validation")
-    leaked = (root / "training" / "1_a" / "000.jpg").read_bytes()
-    write(root / "validation" / "1_a" / "IMG_leak.jpg", leaked)
+    val_a = (root / "validation" / "1_a" / "000.jpg").read_bytes()
+    write(root / "training" / "1_a" / "IMG_0001 copy.jpg", val_a)      # would be scored on a training image
+    write(root / "training" / "3_c" / "misfiled.jpg", val_a)           # and with another label, too
+    val_b = (root / "validation" / "2_b" / "001.jpg").read_bytes()
+    write(root / "validation" / "2_b" / "again.jpg", val_b)            # twice in validation: kept, warned
     confused = (root / "training" / "2_b" / "001.jpg").read_bytes()
-    write(root / "training" / "3_c" / "maybe_b.jpg", confused)
+    write(root / "training" / "3_c" / "maybe_b.jpg", confused)         # two training classes: ambiguous
     prepared = _build(ds.scan(root), tmp_path)
-    reasons = {f.path: f.reason for f in prepared.manifest.skipped}
-    assert reasons["validation/1_a/IMG_leak.jpg"] == ("duplicate of training/1_a/000.jpg (byte-identical); "
-                                                      "a training image, so it is kept out of validation")
+    m = prepared.manifest
+    reasons = {f.path: f.reason for f in m.skipped}
+    assert reasons["training/1_a/IMG_0001 copy.jpg"] == (
+        "also in validation as validation/1_a/000.jpg (byte-identical): left out of training so that "
+        "validation does not score a training image")
+    assert reasons["training/3_c/misfiled.jpg"] == (
+        "filed under 3_c here but under 1_a in validation (validation/1_a/000.jpg): ambiguous label, "
+        "left out of training")
     for path in ("training/2_b/001.jpg", "training/3_c/maybe_b.jpg"):
         assert "filed under 2 classes (2_b, 3_c" in reasons[path] and "label is ambiguous" in reasons[path]
-    assert len(reasons) == 3
-    splits = prepared.manifest.splits
-    assert splits["train"].per_class == {"1_a": 3, "2_b": 2, "3_c": 3}
-    assert splits["validation"].per_class == {"1_a": 2, "2_b": 2, "3_c": 2}
-    kept = {p for split in ("train", "validation") for _, _, p in _records(prepared, split)}
-    assert "validation/1_a/IMG_leak.jpg" not in kept and "training/1_a/000.jpg" in kept
+    assert len(reasons) == 4
+    assert m.warnings == ["validation holds the same picture twice: validation/2_b/001.jpg, "
+                          "validation/2_b/again.jpg (kept: the validation folder is used as given)"]
+    assert m.splits["train"].per_class == {"1_a": 3, "2_b": 2, "3_c": 3}
+    assert m.splits["validation"].per_class == {"1_a": 2, "2_b": 3, "3_c": 2}  # untouched
+    train = {data for data, _, _ in _records(prepared, "train")}
+    assert not train & {data for data, _, _ in _records(prepared, "validation")}
 
 
 def test_hold_out_split_never_separates_copies(tmp_path):

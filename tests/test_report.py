@@ -340,3 +340,12 @@ def test_degenerate_runs_render(fixture_run):
     bench = [b.model_copy(update={"samples_ms": b.samples_ms[:1]}) for b in bench]
     root = parse(render_report(one, fixture_run.evals, bench)).root
     assert len(root.find_all("svg", cls="pareto")) == 4 and root.find_all("svg", cls="dist")
+
+
+def test_files_left_out_and_dataset_warnings_are_in_the_provenance(fixture_run):
+    warning = "validation holds the same picture twice: validation/2_b/001.jpg, validation/2_b/again.jpg"
+    results = fixture_run.results.model_copy(update={"dataset_skipped": 7, "dataset_warnings": [warning]})
+    prov = parse(render_report(results, fixture_run.evals, fixture_run.benches)).root.find(
+        "section", id="provenance").text()
+    assert f"7 (each with its reason in datasets/{results.dataset_fingerprint}/dataset.json)" in prov
+    assert warning in prov
