@@ -439,6 +439,10 @@ def benchmark_params(request: JobRequest, max_secs: float) -> dict[str, str]:
     return params
 
 
+# Colour and cursor sequences a terminal program may still print.
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+
+
 class IosBackend:
     """Runs jobs on attached iPhones with `xcrun devicectl` and the TFLite benchmark app."""
 
@@ -526,7 +530,9 @@ class IosBackend:
         cmd = self.launch_command(udid)
         master, slave = os.openpty()
         try:
-            proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+            # TERM=dumb: a terminal, but one that asks for no colours or progress animations.
+            proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                                    env={**os.environ, "TERM": "dumb"})
         except FileNotFoundError:
             os.close(master)
             os.close(slave)
@@ -561,7 +567,7 @@ class IosBackend:
                 except ProcessLookupError:
                     pass
             proc.wait()
-        text = b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
+        text = _ANSI_RE.sub("", b"".join(chunks).decode("utf-8", errors="replace")).replace("\r\n", "\n")
         tail = "\n".join(text.strip().splitlines()[-20:])
         if timed_out:
             raise IosError(f"`{' '.join(cmd[1:6])} …` did not finish within {self.run_timeout_s:g} s "

@@ -61,7 +61,7 @@ XCRUN = textwrap.dedent('''\
         if not (os.isatty(1) and os.isatty(2)):
             print("Launched application with com.example.bench bundle identifier.")
             sys.exit(0)
-        print("Waiting for the application to terminate…", flush=True)
+        print("\x1b[1mWaiting for the application to terminate…\x1b[0m", flush=True)
         if os.environ.get("FAKE_XCRUN_HANG"):
             import time
             Path(os.environ["FAKE_XCRUN_HANG"]).write_text(str(os.getpid()))
