@@ -234,6 +234,7 @@ class DeviceInfo(Doc):
     os: str
     delegates: list[Delegate] = Field(default_factory=lambda: ["cpu"])
     state: Literal["idle", "busy", "offline"] = "idle"
+    state_reason: str = Field(default="", description="why a device is offline, and what to do about it")
 
 
 class Timings(Doc):

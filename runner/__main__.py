@@ -1,4 +1,9 @@
-"""`python -m runner serve`: start the device-farm runner's HTTP API and its per-device workers."""
+"""The device-farm runner's command line.
+
+`python -m runner serve`    the HTTP API and its per-device workers (RUNNER.md)
+`python -m runner devices`  what a backend sees now, with the reason a device is offline
+`python -m runner try`      one measurement through a backend, no server: the first check on a new Mac
+"""
 
 from __future__ import annotations
 
@@ -11,27 +16,52 @@ from typing import Literal
 
 from pydantic import Field
 
-from common.errors import ConfigError
+from common.errors import ConfigError, ScenebenchError
 from common.logging import configure, get_logger
 from common.settings import JobSettings, build_parser, load
 
-USAGE = "usage: python -m runner serve [--host H] [--port P] [--db PATH] [--backend host|ios] [--token-env NAME] ..."
+USAGE = """usage: python -m runner serve   [--host H] [--port P] [--db PATH] [--backend host|ios] ...
+       python -m runner devices [--backend host|ios] [--ios-app PATH] ...
+       python -m runner try     --model FILE [--device ID] [--delegate cpu|gpu|coreml] [--backend host|ios] ...
+each command's --help lists its flags"""
 
 
-class ServeSettings(JobSettings):
+class BackendSettings(JobSettings):
+    """Which backend, and how to reach the phones; each also reads SCENEBENCH_<NAME>."""
+
+    backend: Literal["host", "ios"] = Field(default="host", description="Run on this machine's CPU or on attached iPhones.")
+    ios_app: str = Field(default="", description="Path to the runner-ready TFLiteBenchmark.app (backend ios).")
+    ios_bundle_id: str = Field(default="", description="Bundle id of that app, if not the default.")
+    xcrun: str = Field(default="xcrun", description="xcrun executable (backend ios).")
+    job_timeout_s: float = Field(default=1800.0, gt=0, description="A job running longer than this fails.")
+
+    def make(self):
+        from runner.backends import make_backend
+
+        return make_backend(self.backend, ios_app=self.ios_app or None, ios_bundle_id=self.ios_bundle_id or None,
+                            xcrun=self.xcrun, job_timeout_s=self.job_timeout_s)
+
+
+class ServeSettings(BackendSettings):
     """Settings of `python -m runner serve`; each also reads SCENEBENCH_<NAME>."""
 
     host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 for the farm network).")
     port: int = Field(default=8470, ge=0, le=65535, description="TCP port.")
     db: str = Field(default="./runner-data/jobs.sqlite",
                     description="SQLite job database; downloaded models are cached next to it.")
-    backend: Literal["host", "ios"] = Field(default="host", description="Run on this machine's CPU or on attached iPhones.")
     token_env: str = Field(default="SCENEBENCH_RUNNER_TOKEN",
                            description="Name of the environment variable that holds the bearer token.")
-    ios_app: str = Field(default="", description="Path to the runner-ready TFLiteBenchmark.app (backend ios).")
-    ios_bundle_id: str = Field(default="", description="Bundle id of that app, if not the default.")
-    xcrun: str = Field(default="xcrun", description="xcrun executable (backend ios).")
-    job_timeout_s: float = Field(default=1800.0, gt=0, description="A job running longer than this fails.")
+
+
+class TrySettings(BackendSettings):
+    """Settings of `python -m runner try`; each also reads SCENEBENCH_<NAME>."""
+
+    model: str = Field(default="", description="The .tflite file to measure (required).")
+    device: str = Field(default="", description="A device id from `python -m runner devices`; empty: the first idle one.")
+    delegate: Literal["cpu", "gpu", "coreml"] = Field(default="cpu", description="Delegate to ask for.")
+    num_threads: int = Field(default=2, ge=1, le=64, description="CPU threads.")
+    warmup_runs: int = Field(default=5, ge=0, le=100_000, description="Warm-up runs before timing.")
+    num_runs: int = Field(default=50, ge=1, le=10_000_000, description="Timed runs.")
 
 
 def serve(argv: list[str] | None = None) -> int:
@@ -44,11 +74,7 @@ def serve(argv: list[str] | None = None) -> int:
         token = os.environ.get(settings.token_env, "")
         if not token:
             raise ConfigError(f"no token: set {settings.token_env} (the runner refuses to serve without one)")
-        from runner.backends import make_backend
-
-        backend = make_backend(settings.backend, ios_app=settings.ios_app or None,
-                               ios_bundle_id=settings.ios_bundle_id or None, xcrun=settings.xcrun,
-                               job_timeout_s=settings.job_timeout_s)
+        backend = settings.make()
     except ConfigError as exc:
         log.error("config_error", error=str(exc))
         return 2
@@ -80,15 +106,90 @@ def serve(argv: list[str] | None = None) -> int:
     return 0
 
 
+def devices(argv: list[str] | None = None) -> int:
+    """Print the devices a backend sees, one line each, and the reason an offline one is offline."""
+    configure()
+    parser = build_parser(BackendSettings, prog="python -m runner devices",
+                          description="List the devices a backend can run on (what GET /v1/devices would say).")
+    log = get_logger(component="runner")
+    try:
+        found = load(BackendSettings, parser.parse_args(argv)).make().devices()
+    except ScenebenchError as exc:
+        log.error("devices_failed", error=str(exc))
+        return 1 if not isinstance(exc, ConfigError) else 2
+    if not found:
+        print("no devices: plug in an iPhone, unlock it and tap Trust (RUNNER.md, step 3)")  # CLI output for people
+        return 1
+    for d in found:
+        why = f"  ({d.state_reason})" if d.state_reason else ""
+        print(f"{d.id}\t{d.state}\t{d.name}\t{d.model}\t{d.os}\t{','.join(d.delegates)}{why}")
+    return 0
+
+
+def try_one(argv: list[str] | None = None) -> int:
+    """One measurement through a backend, printed as the JobResult JSON on stdout."""
+    configure()
+    parser = build_parser(TrySettings, prog="python -m runner try",
+                          description="Measure one model once through a backend, without the server.")
+    log = get_logger(component="runner")
+    try:
+        settings = load(TrySettings, parser.parse_args(argv))
+        model = Path(settings.model).expanduser()
+        if not settings.model or not model.is_file():
+            raise ConfigError(f"--model must name a .tflite file (got {settings.model!r})")
+        backend = settings.make()
+    except ConfigError as exc:
+        log.error("config_error", error=str(exc))
+        return 2
+    from common.hashing import sha256_file
+    from runner.api import JobRequest
+
+    try:
+        found = backend.devices()
+        if settings.device:
+            matches = [d for d in found if d.id == settings.device]
+            if not matches:
+                raise ConfigError(f"no device {settings.device!r}; devices: {', '.join(d.id for d in found) or 'none'}")
+            device = matches[0]
+        else:
+            idle = [d for d in found if d.state == "idle"]
+            if not idle:
+                raise ConfigError("no idle device: " + ("; ".join(f"{d.id} {d.state} {d.state_reason}".strip()
+                                                                for d in found) or "none found"))
+            device = idle[0]
+        if device.state == "offline":
+            raise ConfigError(f"{device.id} is offline: {device.state_reason or 'no reason given'}")
+        request = JobRequest(model_url=model.resolve().as_uri(), model_sha256=sha256_file(model), device=device.id,
+                             delegate=settings.delegate, num_threads=settings.num_threads,
+                             warmup_runs=settings.warmup_runs, num_runs=settings.num_runs)
+        log.info("try_start", device=device.id, name=device.name, model=str(model), delegate=settings.delegate)
+        result = backend.run(device, model, request)
+    except ConfigError as exc:
+        log.error("config_error", error=str(exc))
+        return 2
+    except ScenebenchError as exc:
+        log.error("try_failed", error=str(exc))
+        return 1
+    print(result.model_dump_json(indent=2))  # CLI output: the result document
+    t = result.timings_ms
+    log.info("try_summary", device=result.device.name, delegate_requested=result.delegate_requested,
+             delegate_applied=result.delegate_applied, mean_ms=t.mean if t else None,
+             count=t.count if t else None, peak_mb=result.memory.peak_mb if result.memory else None)
+    return 0
+
+
+COMMANDS = {"serve": serve, "devices": devices, "try": try_one}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)  # CLI output for people
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "serve":
-        return serve(rest)
-    print(f"unknown command {command!r}; the only command is 'serve'\n{USAGE}", file=sys.stderr)
+    if command in COMMANDS:
+        return COMMANDS[command](rest)
+    print(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}\n{USAGE}", file=sys.stderr)
     return 2
 
 

@@ -402,7 +402,7 @@ def parse_devicectl_devices(doc: dict[str, Any], busy: set[str] | None = None) -
         if not udid:
             continue
         dev_id = f"ios-{slug(udid)}"
-        online, _why = device_reachable(d)
+        online, why = device_reachable(d)
         state = "offline" if not online else ("busy" if dev_id in busy else "idle")
         marketing = hw.get("marketingName") or hw.get("productType") or "iOS device"
         out.append(DeviceInfo(
@@ -413,6 +413,7 @@ def parse_devicectl_devices(doc: dict[str, Any], busy: set[str] | None = None) -
             os=f"iOS {props.get('osVersionNumber') or '?'}",
             delegates=list(IOS_DELEGATES),
             state=state,
+            state_reason=why,
         ))
     return out
 

@@ -233,3 +233,51 @@ def test_a_run_that_outlives_the_timeout_is_killed(fake_xcrun, tmp_path, monkeyp
         backend.run(backend.devices()[0], model, _request("cpu"))
     with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
         os.kill(int(pid_file.read_text()), 0)
+
+
+def _cli(*args, env=None):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, cwd=Path(__file__).parent.parent)
+
+
+def test_devices_command_says_why_a_phone_is_offline(fake_xcrun):
+    doc = (Path(__file__).parent / "data" / "devicectl" / "list_devices.json").read_text()
+    proc = _cli("devices", "--backend", "ios", env={"FAKE_XCRUN_DEVICES": doc})
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split("\t")[0]: line for line in proc.stdout.splitlines()}
+    assert "\tidle\tLab 13 Pro (iPhone 13 Pro)\tiPhone14,2\tiOS 18.1.1\tcpu,gpu,coreml" in lines[
+        "ios-00008110-00015d4e1439801e"]
+    assert "offline" in lines["ios-00008120-001a2b3c4d5e6f70"]
+    assert "Developer Mode is disabled: enable it in Settings" in lines["ios-00008120-001a2b3c4d5e6f70"]
+    assert "unreachable" in lines["ios-00008120-0014485601e3c01e"]
+
+
+def test_try_command_runs_one_job_on_a_phone(fake_xcrun, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"int8 model bytes")
+    proc = _cli("try", "--backend", "ios", "--ios-app", "/apps/TFLiteBenchmark.app", "--model", str(model),
+                "--delegate", "coreml", "--num-runs", "50")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["device"]["id"] == DEVICE_ID and result["delegate_requested"] == "coreml"
+    assert result["delegate_applied"] == "cpu" and result["timings_ms"]["count"] == 50
+    assert (fake_xcrun.container / DATA_DIR / "model.tflite").read_bytes() == b"int8 model bytes"
+
+
+def test_try_command_refuses_an_offline_phone_and_a_missing_model(fake_xcrun, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    offline = _cli("try", "--backend", "ios", "--model", str(model), "--device", "ios-00008030-000a1b2c3d4e5f60")
+    assert offline.returncode == 2 and "is offline" in offline.stderr + offline.stdout
+    missing = _cli("try", "--backend", "ios", "--model", str(tmp_path / "nope.tflite"))
+    assert missing.returncode == 2 and "--model must name a .tflite file" in missing.stderr + missing.stdout
+
+
+def test_try_command_on_the_host(tiny_models):
+    proc = _cli("try", "--model", str(tiny_models.int8), "--num-runs", "20", "--warmup-runs", "2")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["device"]["backend"] == "host" and "not an iPhone" in result["device"]["name"]
+    assert result["timings_ms"]["count"] == 20 and len(result["samples_ms"]) == 20
