@@ -104,7 +104,8 @@ class Scheduler:
             if dev is None:
                 raise ScenebenchError(f"device {req.device!r} is not attached to this runner any more")
             if dev.state == "offline":
-                raise ScenebenchError(f"device {req.device!r} is offline (paired but not connected)")
+                raise ScenebenchError(f"device {req.device!r} is offline: "
+                                      f"{dev.state_reason or 'paired but not connected'}")
             model = fetch_model(req.model_url, req.model_sha256, self.cache_dir)
             result = self.backend.run(dev, model, req)
         except ScenebenchError as exc:
