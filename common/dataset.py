@@ -167,7 +167,15 @@ VAL_SPELLINGS = frozenset({"val", "valid", "validation"})
 TEST_SPELLINGS = frozenset({"test", "testing"})  # not used: CamSDD's test labels are not public
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif",
-                              ".tif", ".tiff", ".heic", ".heif"})
+                              ".tif", ".tiff", ".heic", ".heif", ".avif"})
+# Pictures we do not decode: listed as skipped with the fix, not silently ignored like a .txt.
+UNDECODED_IMAGE_EXTENSIONS = {
+    **dict.fromkeys((".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".raf", ".orf", ".rw2", ".srw", ".pef"),
+                    "camera RAW file: not decoded; export it as JPEG or HEIC"),
+    ".jxl": "JPEG XL is not decoded here; convert it to JPEG or PNG",
+    ".psd": "Photoshop document: not decoded; export it as JPEG or PNG",
+    ".svg": "vector drawing: not a photo; export it as PNG if it belongs in the data set",
+}
 # Operating-system litter: never images, never worth a line in dataset.json.
 JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".directory", "icon\r"})
 JUNK_DIRS = frozenset({"__macosx", ".trash", ".trashes", ".spotlight-v100", ".fseventsd", "@eadir"})
@@ -342,6 +350,9 @@ def _walk_class(class_dir: Path, source_root: Path,
         for name in sorted(filenames):
             p = base / name
             rel = _rel(p, source_root)
+            if not _is_junk(name) and p.suffix.lower() in UNDECODED_IMAGE_EXTENSIONS:
+                unreadable.append(SkippedFile(path=rel, reason=UNDECODED_IMAGE_EXTENSIONS[p.suffix.lower()]))
+                continue
             if _is_junk(name) or p.suffix.lower() not in IMAGE_EXTENSIONS:
                 ignored.append(rel)
                 continue
@@ -356,8 +367,21 @@ def _walk_class(class_dir: Path, source_root: Path,
 
 
 def _rel(p: Path, base: Path) -> str:
+    text = p.relative_to(base).as_posix()
+    # A name that is not UTF-8 (a zip made on Windows, unpacked here) arrives as surrogate
+    # escapes, which no JSON or TFRecord can hold: spell its odd bytes out (\xe9), uniquely.
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     # NFC: macOS writes decomposed Unicode names; the same photo must fingerprint the same.
-    return unicodedata.normalize("NFC", p.relative_to(base).as_posix())
+    return unicodedata.normalize("NFC", text)
+
+
+def _check_folder_name(d: Path) -> None:
+    try:
+        d.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = d.name.encode("utf-8", "surrogateescape")
+        raise DatasetError(f"the class folder name {raw!r} in {d.parent} is not UTF-8 text (often a zip made on "
+                           "another system): rename the folder, e.g. with convmv, and run again") from None
 
 
 def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers: int | None = None) -> Scan:
@@ -390,6 +414,10 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers:
             raise DatasetError(
                 f"{data_root} holds split folders and also {extra}; move those into training/ or remove them"
             )
+        for k, v in splits.items():
+            if k != "test":
+                for d in _visible_dirs(v):
+                    _check_folder_name(d)
         per_split = {k: [d.name for d in _visible_dirs(v)] for k, v in splits.items() if k != "test"}
         if VALIDATION in per_split and set(per_split[TRAIN]) != set(per_split[VALIDATION]):
             only_t = sorted(set(per_split[TRAIN]) - set(per_split[VALIDATION]))
@@ -408,6 +436,8 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers:
         layout_kind: Layout = "split-folders"
         has_val = VALIDATION in per_split
     else:
+        for d in _visible_dirs(data_root):
+            _check_folder_name(d)
         folders = [d.name for d in _visible_dirs(data_root)]
         classes, numbered = parse_class_folders(folders, data_root)
         for c in classes:

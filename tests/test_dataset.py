@@ -427,3 +427,33 @@ def test_hold_out_split_never_separates_copies(tmp_path):
             assert data not in seen, "the same picture is on both sides of the split"
             seen[data] = split
     assert sum(1 for f in prepared.manifest.skipped if f.reason.startswith("duplicate of a/00")) == 4
+
+
+def test_names_that_are_not_utf8_raw_files_and_avif(tmp_path):
+    """A zip made on Windows gives Latin-1 names; phones and cameras leave RAW files; the web gives AVIF."""
+    root = class_tree(tmp_path / "src", {"a": 3, "b": 3})
+    latin1 = os.fsencode(root / "a") + b"/caf\xe9/\xe9t\xe9.jpg"
+    os.makedirs(os.path.dirname(latin1))
+    with open(latin1, "wb") as f:
+        f.write(jpeg_bytes((10, 200, 10)))
+    write(root / "b" / "IMG_0002.DNG", b"II*\x00" + b"\x00" * 64)
+    write(root / "b" / "pic.avif", image_bytes(Image.new("RGB", (20, 10), GREEN), "AVIF", quality=90))
+    s = ds.scan(root)
+    assert "a/caf\\xe9/\\xe9t\\xe9.jpg" in {c.rel for c in s.candidates}
+    prepared = _build(s, tmp_path)
+    reasons = {f.path: f.reason for f in prepared.manifest.skipped}
+    assert reasons == {"b/IMG_0002.DNG": "camera RAW file: not decoded; export it as JPEG or HEIC"}
+    records = {p: data for split in ("train", "validation") for data, _, p in _records(prepared, split)}
+    assert "a/caf\\xe9/\\xe9t\\xe9.jpg" in records and "b/pic.avif" in records
+    assert np.allclose(ds.decode_resize(records["b/pic.avif"], (10, 20)).numpy()[5, 10], GREEN, atol=12)
+    prepared.manifest.model_dump_json()  # the odd name is valid JSON text
+
+
+def test_a_class_folder_name_that_is_not_utf8_stops_with_the_fix(tmp_path):
+    root = class_tree(tmp_path / "src", {"a": 2, "b": 2})
+    bad = os.fsencode(root) + b"/caf\xe9"
+    os.makedirs(bad)
+    with open(bad + b"/x.jpg", "wb") as f:
+        f.write(jpeg_bytes(RED))
+    with pytest.raises(DatasetError, match=r"b'caf\\xe9'.*is not UTF-8 text.*rename the folder"):
+        ds.scan(root)
