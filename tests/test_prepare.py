@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -127,8 +128,16 @@ def test_s3_data_is_downloaded_and_prepared(tmp_path, source, s3_server, monkeyp
     from common.store import open_store
 
     remote = open_store("s3://scenebench-data/datasets-in/camsdd")
+    client = s3_server.client()
     for p in sorted(source.rglob("*")):
-        if p.is_file():
+        if p.is_dir():
+            # The folder objects an S3 console's "Create folder" leaves: zero bytes, key ending in '/'.
+            client.put_object("scenebench-data", f"datasets-in/camsdd/{p.relative_to(source).as_posix()}/",
+                              io.BytesIO(b""), 0)
+        elif p.name.startswith("0"):
+            # Photos uploaded by another tool carry no sha256 metadata.
+            client.fput_object("scenebench-data", f"datasets-in/camsdd/{p.relative_to(source).as_posix()}", str(p))
+        else:
             remote.put_file(p.relative_to(source).as_posix(), p)
     store = LocalStore(tmp_path / "store")
     local, _ = job.prepare(_settings(data=str(source), store=store.uri, run_id="a"), store)
