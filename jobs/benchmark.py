@@ -221,6 +221,10 @@ def run_benchmark(settings: BenchmarkSettings, store: ArtifactStore, runner: Run
         if existing and _same_params(existing, report.model.sha256, settings) and not settings.force:
             log.info("step_cached", step=STEP, device=item.device.id, delegate=item.delegate, key=key)
             counts["cached"] += 1
+        elif item.device.state == "offline":
+            # The runner would fail the job at once (after our retries); say why without asking.
+            write(_missing(settings, report, item.device, item.delegate,
+                           f"device offline on the runner: {item.device.state_reason or 'no reason given'}", runner))
         else:
             todo.append(item)
     if not todo:

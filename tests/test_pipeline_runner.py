@@ -35,3 +35,39 @@ def test_runner_url_and_in_process_give_the_same_kind_of_results(tmp_path, monke
     assert doc.runner == host_runner.url and doc.runner_job_id
     assert len(doc.samples_ms) == 5 and doc.memory and doc.memory.peak_mb > 0
     assert store.get_model(local[0].key, BenchResult).runner == "in-process"
+
+
+def test_pipeline_through_an_ios_runner(tmp_path, monkeypatch, fake_xcrun, runner_factory):
+    """The whole pipeline against a real runner process driving (stand-in) iPhones: labels, delegates, score basis."""
+    from tests.fixtures.xcrun import DEVICE_ID
+
+    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", "/apps/TFLiteBenchmark.app"],
+                        env=fake_xcrun.env).start()
+    monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCENEBENCH_RUNNER_TOKEN", rp.token)
+    store = LocalStore(tmp_path / "store")
+    args = [a if a != "float32" else "float32,int8" for a in TINY]
+    assert pipeline.main(["--store", str(store.root), "--run-id", "phones", "--runner-url", rp.url, *args]) == 0
+    results = store.get_model(layout.results_json("phones"), Results)
+    devices = {d.id: d for d in results.devices}
+    assert devices[DEVICE_ID].model == "iPhone13,3"
+    drawer = "ios-00008030-000a1b2c3d4e5f60"  # paired, tunnel unavailable: a gap with its reason, no retries
+    assert devices[drawer].state == "offline"
+    by_format = {m.format: m for m in results.models}
+    for fmt, m in by_format.items():
+        entries = {e.delegate_requested: e for e in m.latency if e.device_id == DEVICE_ID}
+        assert set(entries) == {"cpu", "gpu", "coreml"}, fmt
+        assert all(e.backend == "ios" and e.status == "ok" and "iPhone 12 Pro" in e.device_name
+                   for e in entries.values())
+        gaps = [e for e in m.latency if e.device_id == drawer]
+        assert len(gaps) == 3 and all(e.status == "missing" and e.reason.startswith(
+            "device offline on the runner: unreachable") for e in gaps)
+        assert m.score_basis == "Lab 12 Pro (iPhone 12 Pro) · cpu" and m.score == entries["cpu"].score
+    # Core ML takes float models only: the int8 model ran on the CPU, and says so.
+    assert next(e for e in by_format["float32"].latency
+                if e.delegate_requested == "coreml" and e.device_id == DEVICE_ID).delegate_applied == "coreml"
+    coreml_int8 = next(e for e in by_format["int8"].latency
+                       if e.delegate_requested == "coreml" and e.device_id == DEVICE_ID)
+    assert coreml_int8.delegate_applied == "cpu" and "ran on the CPU" in (coreml_int8.reason or "")
+    board = store.get_bytes(layout.leaderboard_md("phones")).decode()
+    assert "| Lab 12 Pro (iPhone 12 Pro) · cpu |" in board and "Host CPU" not in board  # no host row

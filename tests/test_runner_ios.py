@@ -2,9 +2,7 @@
 
 import json
 import os
-import stat
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,99 +10,7 @@ import pytest
 from common.hashing import sha256_file
 from runner.api import JobRequest
 from runner.ios import DATA_DIR, END_MARKER, IosBackend, IosError
-
-LOGS = Path(__file__).parent / "data" / "ios_logs"
-UDID = "00008101-001A2C3E1234001E"
-DEVICE_ID = "ios-00008101-001a2c3e1234001e"
-
-DEVICES_JSON = {
-    "info": {"outcome": "success"},
-    "result": {"devices": [
-        {"identifier": "3C1F0D6E-7A52-4E8B-9B0A-2D6B1E4F5A11",
-         "connectionProperties": {"pairingState": "paired", "tunnelState": "connected", "transportType": "wired"},
-         "deviceProperties": {"name": "Lab 12 Pro", "osVersionNumber": "17.5.1"},
-         "hardwareProperties": {"udid": UDID, "platform": "iOS", "reality": "physical",
-                                "productType": "iPhone13,3", "marketingName": "iPhone 12 Pro"}},
-        {"identifier": "8E2A7C41-1111-4B2C-8D3E-5F6A7B8C9D0E",
-         "connectionProperties": {"pairingState": "paired", "tunnelState": "unavailable"},
-         "deviceProperties": {"name": "Drawer phone", "osVersionNumber": "16.7"},
-         "hardwareProperties": {"udid": "00008030-000A1B2C3D4E5F60", "platform": "iOS", "reality": "physical",
-                                "productType": "iPhone12,1", "marketingName": "iPhone 11"}},
-        {"identifier": "SIM-1",
-         "connectionProperties": {},
-         "deviceProperties": {"name": "Simulator"},
-         "hardwareProperties": {"udid": "SIM-1", "platform": "iOS", "reality": "virtual"}},
-    ]},
-}
-
-XCRUN = textwrap.dedent('''\
-    #!{python}
-    """Stand-in for `xcrun devicectl`: records argv, acts like the tool for the runner's commands."""
-    import json, os, shutil, sys
-    from pathlib import Path
-    args = sys.argv[1:]
-    with open(os.environ["FAKE_XCRUN_RECORD"], "a") as f:
-        f.write(json.dumps(args) + "\\n")
-    container = Path(os.environ["FAKE_XCRUN_CONTAINER"])
-    def opt(name):
-        return args[args.index(name) + 1]
-    if args[:3] == ["devicectl", "list", "devices"]:
-        Path(opt("--json-output")).write_text(os.environ["FAKE_XCRUN_DEVICES"])
-    elif args[:4] == ["devicectl", "device", "install", "app"]:
-        print("App installed")
-    elif args[:4] == ["devicectl", "device", "copy", "to"]:
-        dest = container / opt("--destination")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(opt("--source"), dest)
-    elif args[:4] == ["devicectl", "device", "process", "launch"]:
-        # devicectl relays the app's console only to a terminal (a pipe gets nothing).
-        if not (os.isatty(1) and os.isatty(2)):
-            print("Launched application with com.example.bench bundle identifier.")
-            sys.exit(0)
-        print("\x1b[1mWaiting for the application to terminate…\x1b[0m", flush=True)
-        if os.environ.get("FAKE_XCRUN_HANG"):
-            import time
-            Path(os.environ["FAKE_XCRUN_HANG"]).write_text(str(os.getpid()))
-            time.sleep(3600)
-        params = json.loads((container / "{data_dir}/benchmark_params.json").read_text())
-        logs = Path(os.environ["FAKE_XCRUN_LOGS"])
-        name = os.environ.get("FAKE_XCRUN_FORCE_LOG") or (
-            "coreml_int8_not_applied.log" if params["use_coreml"] == "true"
-            else "gpu_float_peak_only.log" if params["use_gpu"] == "true"
-            else "cpu_float_delta_memory.log")
-        sys.stderr.write((logs / name).read_text())
-        # The runner-ready app's last line (runner/ios_app); FAKE_XCRUN_END=none leaves it out.
-        end = os.environ.get("FAKE_XCRUN_END", "0")
-        if end != "none":
-            sys.stderr.write("{end_marker} status=" + end + "\\n")
-    else:
-        sys.stderr.write("ERROR: unknown command " + " ".join(args) + "\\n")
-        sys.exit(64)
-''')
-
-
-@pytest.fixture
-def fake_xcrun(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "xcrun"
-    script.write_text(XCRUN.format(python=sys.executable, data_dir=DATA_DIR, end_marker=END_MARKER))
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    record = tmp_path / "xcrun-calls.jsonl"
-    container = tmp_path / "container"
-    env = {"FAKE_XCRUN_RECORD": str(record), "FAKE_XCRUN_CONTAINER": str(container),
-           "FAKE_XCRUN_DEVICES": json.dumps(DEVICES_JSON), "FAKE_XCRUN_LOGS": str(LOGS),
-           "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-
-    class Fake:
-        pass
-
-    fake = Fake()
-    fake.env, fake.record, fake.container, fake.bindir = env, record, container, bindir
-    fake.calls = lambda: [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-    return fake
+from tests.fixtures.xcrun import DEVICE_ID, UDID
 
 
 def _request(delegate="cpu", **kw):
