@@ -35,8 +35,12 @@ class BackendSettings(JobSettings):
     xcrun: str = Field(default="xcrun", description="xcrun executable (backend ios).")
     job_timeout_s: float = Field(default=1800.0, gt=0, description="A job running longer than this fails.")
 
-    def make(self):
+    def make(self, *, need_app: bool = True):
         from runner.backends import make_backend
+
+        if self.backend == "ios" and need_app and not self.ios_app:
+            raise ConfigError("missing setting --ios-app / SCENEBENCH_IOS_APP: the ios backend installs the "
+                              "runner-ready TFLiteBenchmark.app on each phone (RUNNER.md, step 5)")
 
         return make_backend(self.backend, ios_app=self.ios_app or None, ios_bundle_id=self.ios_bundle_id or None,
                             xcrun=self.xcrun, job_timeout_s=self.job_timeout_s)
@@ -113,7 +117,7 @@ def devices(argv: list[str] | None = None) -> int:
                           description="List the devices a backend can run on (what GET /v1/devices would say).")
     log = get_logger(component="runner")
     try:
-        found = load(BackendSettings, parser.parse_args(argv)).make().devices()
+        found = load(BackendSettings, parser.parse_args(argv)).make(need_app=False).devices()
     except ScenebenchError as exc:
         log.error("devices_failed", error=str(exc))
         return 1 if not isinstance(exc, ConfigError) else 2

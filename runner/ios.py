@@ -9,6 +9,7 @@ logs without an iPhone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.errors import ScenebenchError
+from common.errors import ConfigError, ScenebenchError
 from common.layout import slug
 from common.schemas import DeviceInfo, Memory, Timings
 from runner.api import JobRequest, JobResult
@@ -451,13 +452,26 @@ class IosBackend:
 
     def __init__(self, app_path: str | Path | None, bundle_id: str = DEFAULT_BUNDLE_ID,
                  xcrun: str = "xcrun", command_timeout_s: float = 120.0, run_timeout_s: float = 1800.0):
-        self.app_path = Path(app_path) if app_path else None
+        self.app_path = Path(app_path).expanduser() if app_path else None
+        if self.app_path is not None and not (self.app_path / "Info.plist").is_file():
+            raise ConfigError(f"--ios-app {self.app_path} is not an iOS app bundle (no Info.plist in it): give the "
+                              "TFLiteBenchmark.app that runner/ios_app/build.sh built (RUNNER.md, step 5)")
         self.bundle_id = bundle_id
         self.xcrun = xcrun
         self.command_timeout_s = command_timeout_s
         self.run_timeout_s = run_timeout_s
-        self._installed: set[str] = set()
+        self._installed: dict[str, str] = {}  # udid -> stamp of the bundle installed there
         self._lock = threading.Lock()
+
+    def app_stamp(self) -> str:
+        """Names, sizes and times of the bundle's files: a rebuilt app is installed again."""
+        assert self.app_path is not None
+        h = hashlib.sha256()
+        for f in sorted(self.app_path.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(self.app_path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
 
     def _run(self, args: list[str], timeout_s: float | None = None) -> subprocess.CompletedProcess:
         cmd = [self.xcrun, "devicectl", *args]
@@ -490,14 +504,15 @@ class IosBackend:
         if request.delegate not in IOS_DELEGATES:
             raise IosError(f"delegate {request.delegate!r} is not one of {', '.join(IOS_DELEGATES)}")
         udid = self._udid(device)
+        if self.app_path is None:
+            raise IosError("no benchmark app given: start the runner with --ios-app PATH/TFLiteBenchmark.app")
+        stamp = self.app_stamp()
         with self._lock:
-            need_install = udid not in self._installed
+            need_install = self._installed.get(udid) != stamp
         if need_install:
-            if self.app_path is None:
-                raise IosError("no benchmark app given: start the runner with --ios-app PATH/TFLiteBenchmark.app")
             self._run(["device", "install", "app", "--device", udid, str(self.app_path)], timeout_s=600)
             with self._lock:
-                self._installed.add(udid)
+                self._installed[udid] = stamp
         with tempfile.TemporaryDirectory() as d:
             params_file = Path(d) / PARAMS_NAME
             params_file.write_text(json.dumps(benchmark_params(request, self.run_timeout_s), indent=2))

@@ -41,7 +41,7 @@ def test_pipeline_through_an_ios_runner(tmp_path, monkeypatch, fake_xcrun, runne
     """The whole pipeline against a real runner process driving (stand-in) iPhones: labels, delegates, score basis."""
     from tests.fixtures.xcrun import DEVICE_ID
 
-    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", "/apps/TFLiteBenchmark.app"],
+    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", fake_xcrun.app],
                         env=fake_xcrun.env).start()
     monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SCENEBENCH_RUNNER_TOKEN", rp.token)

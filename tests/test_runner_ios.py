@@ -18,7 +18,7 @@ def _request(delegate="cpu", **kw):
 
 
 def test_devices_are_the_paired_physical_iphones(fake_xcrun):
-    devices = IosBackend(app_path="/apps/TFLiteBenchmark.app").devices()
+    devices = IosBackend(app_path=fake_xcrun.app).devices()
     assert [d.id for d in devices] == [DEVICE_ID, "ios-00008030-000a1b2c3d4e5f60"]
     first, second = devices
     assert first.model == "iPhone13,3" and first.os == "iOS 17.5.1" and first.backend == "ios"
@@ -31,11 +31,11 @@ def test_devices_are_the_paired_physical_iphones(fake_xcrun):
 def test_run_installs_copies_and_launches_with_benchmark_model_flags(fake_xcrun, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"tflite-bytes")
-    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app", bundle_id="com.example.bench")
+    backend = IosBackend(app_path=fake_xcrun.app, bundle_id="com.example.bench")
     device = backend.devices()[0]
     res = backend.run(device, model, _request("gpu", num_threads=4, warmup_runs=3, num_runs=30))
     calls = [c for c in fake_xcrun.calls() if c[:3] != ["devicectl", "list", "devices"]]
-    assert calls[0] == ["devicectl", "device", "install", "app", "--device", UDID, "/apps/TFLiteBenchmark.app"]
+    assert calls[0] == ["devicectl", "device", "install", "app", "--device", UDID, fake_xcrun.app]
     copies = [c for c in calls if c[:4] == ["devicectl", "device", "copy", "to"]]
     assert len(copies) == 2
     for c in copies:
@@ -64,7 +64,7 @@ def test_run_installs_copies_and_launches_with_benchmark_model_flags(fake_xcrun,
 def test_int8_on_coreml_records_cpu(fake_xcrun, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
-    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app")
+    backend = IosBackend(app_path=fake_xcrun.app)
     res = backend.run(backend.devices()[0], model, _request("coreml"))
     params = json.loads((fake_xcrun.container / DATA_DIR / "benchmark_params.json").read_text())
     assert params["use_coreml"] == "true" and "gpu_wait_type" not in params
@@ -76,7 +76,7 @@ def test_failed_benchmark_raises_with_the_log(fake_xcrun, tmp_path, monkeypatch)
     monkeypatch.setenv("FAKE_XCRUN_END", "1 reason=benchmark_model returned an error (see the lines above)")
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
-    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app")
+    backend = IosBackend(app_path=fake_xcrun.app)
     with pytest.raises(IosError, match="Failed to invoke"):
         backend.run(backend.devices()[0], model, _request("cpu"))
 
@@ -86,7 +86,7 @@ def test_log_without_the_end_line_is_a_failed_run(fake_xcrun, tmp_path, monkeypa
     monkeypatch.setenv("FAKE_XCRUN_END", "none")
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
-    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app")
+    backend = IosBackend(app_path=fake_xcrun.app)
     with pytest.raises(IosError, match=f"no '{END_MARKER}' line"):
         backend.run(backend.devices()[0], model, _request("cpu"))
 
@@ -100,7 +100,7 @@ def test_runner_process_with_ios_backend(fake_xcrun, runner_factory, tmp_path):
     """The real runner process drives the stand-in xcrun end to end."""
     model = tmp_path / "m.tflite"
     model.write_bytes(b"model-bytes")
-    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", "/apps/TFLiteBenchmark.app"],
+    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", fake_xcrun.app],
                         env=fake_xcrun.env).start()
     from runner.client import RunnerClient, wait_for_job
 
@@ -134,7 +134,7 @@ def test_a_run_that_outlives_the_timeout_is_killed(fake_xcrun, tmp_path, monkeyp
     monkeypatch.setenv("FAKE_XCRUN_HANG", str(pid_file))
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
-    backend = IosBackend(app_path="/apps/TFLiteBenchmark.app", run_timeout_s=2)
+    backend = IosBackend(app_path=fake_xcrun.app, run_timeout_s=2)
     with pytest.raises(IosError, match="(?s)did not finish within 2 s.*Waiting for the application"):
         backend.run(backend.devices()[0], model, _request("cpu"))
     with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
@@ -163,7 +163,7 @@ def test_devices_command_says_why_a_phone_is_offline(fake_xcrun):
 def test_try_command_runs_one_job_on_a_phone(fake_xcrun, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"int8 model bytes")
-    proc = _cli("try", "--backend", "ios", "--ios-app", "/apps/TFLiteBenchmark.app", "--model", str(model),
+    proc = _cli("try", "--backend", "ios", "--ios-app", fake_xcrun.app, "--model", str(model),
                 "--delegate", "coreml", "--num-runs", "50")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -175,10 +175,38 @@ def test_try_command_runs_one_job_on_a_phone(fake_xcrun, tmp_path):
 def test_try_command_refuses_an_offline_phone_and_a_missing_model(fake_xcrun, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
-    offline = _cli("try", "--backend", "ios", "--model", str(model), "--device", "ios-00008030-000a1b2c3d4e5f60")
+    offline = _cli("try", "--backend", "ios", "--ios-app", fake_xcrun.app, "--model", str(model),
+                   "--device", "ios-00008030-000a1b2c3d4e5f60")
     assert offline.returncode == 2 and "is offline" in offline.stderr + offline.stdout
-    missing = _cli("try", "--backend", "ios", "--model", str(tmp_path / "nope.tflite"))
+    missing = _cli("try", "--backend", "ios", "--ios-app", fake_xcrun.app, "--model", str(tmp_path / "nope.tflite"))
     assert missing.returncode == 2 and "--model must name a .tflite file" in missing.stderr + missing.stdout
+    no_app = _cli("try", "--backend", "ios", "--model", str(model))
+    assert no_app.returncode == 2 and "missing setting --ios-app" in no_app.stderr + no_app.stdout
+
+
+def test_serve_refuses_an_ios_backend_without_a_real_app_bundle(fake_xcrun, tmp_path):
+    env = {"SCENEBENCH_RUNNER_TOKEN": "t"}
+    not_a_bundle = tmp_path / "Downloads"
+    not_a_bundle.mkdir()
+    for args, says in (([], "missing setting --ios-app"),
+                       (["--ios-app", str(not_a_bundle)], "is not an iOS app bundle (no Info.plist in it)")):
+        proc = _cli("serve", "--backend", "ios", "--port", "0", *args, env=env)
+        assert proc.returncode == 2 and says in proc.stderr + proc.stdout
+
+
+def test_a_rebuilt_app_is_installed_again(fake_xcrun, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    backend = IosBackend(app_path=fake_xcrun.app)
+    device = backend.devices()[0]
+    backend.run(device, model, _request("cpu"))
+    backend.run(device, model, _request("cpu"))
+    binary = Path(fake_xcrun.app) / "TFLiteBenchmark"
+    binary.write_bytes(b"\xcf\xfa\xed\xfe rebuilt")
+    os.utime(binary, ns=(binary.stat().st_atime_ns, binary.stat().st_mtime_ns + 10**9))
+    backend.run(device, model, _request("cpu"))
+    installs = [c for c in fake_xcrun.calls() if c[:4] == ["devicectl", "device", "install", "app"]]
+    assert len(installs) == 2
 
 
 def test_try_command_on_the_host(tiny_models):
