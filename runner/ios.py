@@ -577,7 +577,13 @@ class IosBackend:
                 chunks.append(data)
         finally:
             os.close(master)
-            if timed_out or proc.poll() is None:
+            if not timed_out:
+                # Its output has ended; give it the rest of the budget (at most 10 s) to exit.
+                try:
+                    proc.wait(timeout=max(0.0, min(10.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+            if timed_out:  # the command and everything it started (its own process group)
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
