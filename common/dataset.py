@@ -181,6 +181,10 @@ JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", 
 JUNK_DIRS = frozenset({"__macosx", ".trash", ".trashes", ".spotlight-v100", ".fseventsd", "@eadir"})
 
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 9459 x 9459)
+# A 12-megapixel phone photo stored losslessly is about 20 MB; the models take 384x576. Photos
+# longer than this on their longer side are stored downscaled to it (CamSDD's 576x384 are not).
+MAX_SIDE = 2048
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 MAX_WRAPPER_DEPTH = 4
 SHARD_MAX_IMAGES = 1000
 SHARD_MAX_BYTES = 128 << 20
@@ -217,6 +221,7 @@ class Scan:
     seed: int
     fingerprint: str
     split_dirs: dict[str, str] = field(default_factory=dict)  # "train" -> "training" as spelled on disk
+    max_side: int = MAX_SIDE  # 0: photos are kept at full size
 
     def class_path(self, folder: str, split: str = "") -> Path:
         if self.layout == "split-folders":
@@ -384,7 +389,8 @@ def _check_folder_name(d: Path) -> None:
                            "another system): rename the folder, e.g. with convmv, and run again") from None
 
 
-def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers: int | None = None) -> Scan:
+def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers: int | None = None,
+         max_side: int = MAX_SIDE) -> Scan:
     """Find the classes and image candidates under root, hash them and compute the fingerprint.
 
     Nothing is decoded here, so a source prepared before is recognised cheaply.
@@ -459,12 +465,15 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers:
     candidates = tuple(c for c in hashed if isinstance(c, Candidate))
     unreadable.extend(s for s in hashed if isinstance(s, SkippedFile))
     split_method = "folders" if has_val else "stratified-holdout"
-    fp = fingerprint(candidates, split_method=split_method, val_fraction=val_fraction, seed=seed)
+    if max_side < 0:
+        raise ValueError(f"max_side must be 0 (no limit) or a positive number of pixels, got {max_side}")
+    fp = fingerprint(candidates, split_method=split_method, val_fraction=val_fraction, seed=seed, max_side=max_side)
     s = Scan(
         source_root=source_root, data_root=data_root, layout=layout_kind, numbered=numbered,
         classes=tuple(classes), candidates=candidates, ignored=tuple(sorted(ignored)),
         unreadable=tuple(sorted(unreadable, key=lambda f: f.path)), split_method=split_method,
         val_fraction=None if has_val else val_fraction, seed=seed, fingerprint=fp, split_dirs=split_dirs,
+        max_side=max_side,
     )
     return s
 
@@ -479,7 +488,8 @@ def _workers(workers: int | None) -> int:
     return max(2, min(8, n))
 
 
-def fingerprint(candidates: Sequence[Candidate], *, split_method: str, val_fraction: float, seed: int) -> str:
+def fingerprint(candidates: Sequence[Candidate], *, split_method: str, val_fraction: float, seed: int,
+                max_side: int = MAX_SIDE) -> str:
     """sha256 over (split, class folder, path in class, file sha256) and the parameters that change the result.
 
     Paths are taken inside the class folder, so renaming the root, a wrapping folder or
@@ -487,7 +497,7 @@ def fingerprint(candidates: Sequence[Candidate], *, split_method: str, val_fract
     only shape a hold-out split, so they count only when there is one.
     """
     entries = sorted([c.split, c.folder, c.rel_in_class, c.sha256] for c in candidates)
-    params: dict = {"format_version": FORMAT_VERSION, "split_method": split_method}
+    params: dict = {"format_version": FORMAT_VERSION, "split_method": split_method, "max_side": int(max_side)}
     if split_method == "stratified-holdout":
         params.update(val_fraction=round(float(val_fraction), 6), seed=int(seed))
     elif split_method != "folders":
@@ -534,11 +544,13 @@ def _to_rgb(im):
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def prepare_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> PreparedImage:
-    """Decode fully with Pillow; say whether the original bytes can be stored or give PNG bytes.
+def prepare_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> PreparedImage:
+    """Decode fully with Pillow; say whether the original bytes can be stored, or give new bytes.
 
-    Original bytes are kept for plain RGB JPEGs without an EXIF rotation (TF decodes them to
-    the same pixels); anything else is converted to RGB, rotated upright and stored as PNG.
+    Original bytes are kept for plain RGB JPEGs without an EXIF rotation that fit max_side (TF
+    decodes them to the same pixels). A photo longer than max_side is turned upright, converted
+    to RGB, downscaled (Lanczos) to max_side and stored as a JPEG of quality 95 without chroma
+    subsampling; anything else is converted to RGB, rotated upright and stored as PNG.
     Raises SkipImage with the reason when the file is not a usable image.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -556,13 +568,23 @@ def prepare_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> Pr
                     raise SkipImage(f"too large: {w}x{h} = {w * h} pixels exceeds the {max_pixels}-pixel "
                                     "decompression-bomb guard")
                 fmt = im.format
-                im.load()  # first frame of an animation; raises on truncated data
                 orientation = im.getexif().get(0x0112, 1)
-                if fmt in ("JPEG", "MPO") and im.mode == "RGB" and orientation in (None, 0, 1):
+                scale = max_side / max(w, h) if max_side and max(w, h) > max_side else 1.0
+                if scale < 1.0 and fmt in ("JPEG", "MPO"):
+                    # libjpeg decodes at 1/2, 1/4 or 1/8 directly: never below the size we need.
+                    im.draft("RGB", (int(w * scale) + 1, int(h * scale) + 1))
+                im.load()  # first frame of an animation; raises on truncated data
+                if scale == 1.0 and fmt in ("JPEG", "MPO") and im.mode == "RGB" and orientation in (None, 0, 1):
                     return PreparedImage(data=None, height=h, width=w, fmt="jpeg")
                 upright = ImageOps.exif_transpose(im) if orientation not in (None, 0, 1) else im
                 rgb = _to_rgb(upright)
                 out = io.BytesIO()
+                if scale < 1.0:
+                    uw, uh = (h, w) if orientation in _ROTATED else (w, h)
+                    size = (max(1, round(uw * scale)), max(1, round(uh * scale)))
+                    rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+                    rgb.save(out, format="JPEG", quality=95, subsampling=0)
+                    return PreparedImage(data=out.getvalue(), height=rgb.height, width=rgb.width, fmt="jpeg")
                 rgb.save(out, format="PNG")
                 return PreparedImage(data=out.getvalue(), height=rgb.height, width=rgb.width, fmt="png")
     except SkipImage:
@@ -620,7 +642,8 @@ class _Item:
     label: int
     height: int
     width: int
-    stored: Path  # file whose bytes go into the record (original, or staged PNG)
+    stored: Path  # file whose bytes go into the record (original, or staged PNG/JPEG)
+    downscaled: bool = False
 
 
 def build(
@@ -657,7 +680,7 @@ def build(
         if sha256_bytes(data) != cand.sha256:
             raise DatasetError(f"{cand.path} changed while it was being prepared; run prepare again")
         try:
-            img = prepare_image(data, cand.path.name, max_pixels=max_pixels)
+            img = prepare_image(data, cand.path.name, max_pixels=max_pixels, max_side=s.max_side)
         except SkipImage as exc:
             return SkippedFile(path=cand.rel, reason=str(exc))
         stored = cand.path
@@ -672,9 +695,10 @@ def build(
             if not ok:
                 img = _png_of(data, img)
         if img.data is not None:
-            stored = staging / f"{i:07d}.png"
+            stored = staging / f"{i:07d}.{'jpg' if img.fmt == 'jpeg' else 'png'}"
             stored.write_bytes(img.data)
-        return _Item(cand=cand, label=label_of[cand.folder], height=img.height, width=img.width, stored=stored)
+        return _Item(cand=cand, label=label_of[cand.folder], height=img.height, width=img.width, stored=stored,
+                     downscaled=img.fmt == "jpeg" and img.data is not None)
 
     unique, duplicates, warnings = dedupe(s.candidates)
     with ThreadPoolExecutor(max_workers=_workers(workers)) as pool:
@@ -713,7 +737,7 @@ def build(
         fingerprint=s.fingerprint, source=source, synthetic=synthetic, layout=s.layout, numbered=s.numbered,
         split_method=s.split_method, val_fraction=s.val_fraction, seed=s.seed, classes=list(s.classes),
         splits=splits, skipped=skipped, warnings=warnings, image_size_range=_size_range(items),
-        code_version=code_version,
+        max_side=s.max_side, downscaled=sum(1 for it in items if it.downscaled), code_version=code_version,
     )
     return Prepared(manifest=manifest, shard_files=shard_files, ignored=s.ignored)
 

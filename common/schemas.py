@@ -77,8 +77,10 @@ class DatasetManifest(Versioned):
     skipped: list[SkippedFile] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list, description="kept, but worth a look (e.g. copies inside validation)")
     image_size_range: dict[str, list[int]] = Field(
-        default_factory=dict, description="min/max of [height, width] over kept images"
+        default_factory=dict, description="min/max of [height, width] over kept images, as stored"
     )
+    max_side: int = Field(default=0, description="photos longer than this were stored downscaled to it (0: no limit)")
+    downscaled: int = Field(default=0, description="how many photos were stored downscaled")
     code_version: str
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -36,6 +36,8 @@ class PipelineSettings(StepSettings):
     seed: int = Field(0, description="Random seed (split, synthetic data, training).")
     synthetic_per_class: int = Field(20, ge=2, le=5000, description="Synthetic training images per class.")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Hold-out share when there is no validation folder.")
+    max_side: int = Field(2048, ge=0, le=100_000,
+                          description="Photos longer than this are stored downscaled to it (0: full size).")
     calibration_samples: int = Field(200, ge=1, le=10000, description="int8 calibration images.")
     runner_url: str = Field("", description="Device-farm runner URL; empty = measure in-process on this host.")
     devices: str = Field("all", description="Runner devices to measure on: all or ids.")
@@ -124,7 +126,7 @@ def run_pipeline(s: PipelineSettings) -> tuple[int, str, list[str]]:
         "--data", s.data, "--archs", s.archs, "--formats", s.formats, "--image-size", s.image_size,
         "--epochs", str(s.epochs), "--weights", s.weights, "--c", str(s.c), "--trigger", s.trigger,
         "--val-fraction", str(s.val_fraction), "--seed", str(s.seed),
-        "--synthetic-per-class", str(s.synthetic_per_class),
+        "--synthetic-per-class", str(s.synthetic_per_class), "--max-side", str(s.max_side),
     ] + (["--runner-url", s.runner_url] if s.runner_url else [])
     steps = step_argvs(s, run_id)
     total = len(steps) + 2

@@ -19,7 +19,7 @@ from pydantic_settings import NoDecode
 
 from common import layout
 from common.archs import ARCH_NAMES
-from common.dataset import build, scan
+from common.dataset import MAX_SIDE, build, scan
 from common.errors import ConfigError
 from common.jobkit import StepSettings, parser_for, run_job
 from common.logging import get_logger
@@ -48,6 +48,9 @@ class PrepareSettings(StepSettings):
     seed: int = Field(0, ge=0, description="Random seed (hold-out split, synthetic data, training).")
     synthetic_per_class: int = Field(20, ge=1, le=10000, description="Synthetic training images per class (validation: a third, at least 2).")
     synthetic_image_size: str | None = Field(None, description="Synthetic photo HEIGHTxWIDTH (default: --image-size).")
+    max_side: int = Field(MAX_SIDE, ge=0, le=100_000, description=(
+        "Photos longer than this on their longer side are stored downscaled to it (Lanczos, JPEG quality 95); "
+        "0 keeps full size. The models take 384x576; a 12-megapixel photo kept losslessly is about 20 MB."))
     outputs_dir: str | None = Field(None, description="Folder for Argo output parameters (archs.json, formats.json, models.json, fingerprint).")
 
     @field_validator("archs", mode="before")
@@ -148,7 +151,7 @@ def prepare_dataset(settings: PrepareSettings, store: ArtifactStore) -> tuple[Da
     with tempfile.TemporaryDirectory(prefix="scenebench-prepare-") as tmp:
         work = Path(tmp)
         root, source, synthetic = _materialise(settings, work)
-        s = scan(root, val_fraction=settings.val_fraction, seed=settings.seed)
+        s = scan(root, val_fraction=settings.val_fraction, seed=settings.seed, max_side=settings.max_side)
         key = layout.dataset_json(s.fingerprint)
         existing = None if settings.force else store.try_get_model(key, DatasetManifest)
         if existing is not None and all(store.exists(r.key) for sp in existing.splits.values() for r in sp.shards):

@@ -457,3 +457,52 @@ def test_a_class_folder_name_that_is_not_utf8_stops_with_the_fix(tmp_path):
         f.write(jpeg_bytes(RED))
     with pytest.raises(DatasetError, match=r"b'caf\\xe9'.*is not UTF-8 text.*rename the folder"):
         ds.scan(root)
+
+
+def _gradient(width: int, height: int) -> Image.Image:
+    """A smooth picture (resampling and JPEG barely change it), red on top and blue below."""
+    y = np.linspace(0, 1, height)[:, None, None]
+    x = np.linspace(0, 1, width)[None, :, None]
+    arr = (1 - y) * np.array([230, 20, 20]) + y * np.array([20, 20, 230]) + 20 * x
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def test_large_photos_are_stored_downscaled(tmp_path):
+    """A phone photo kept at full size is ~20 MB per record; photos longer than max_side are downscaled once."""
+    root = class_tree(tmp_path / "src", {"a": 2, "b": 2})
+    big = _gradient(1200, 800)
+    write(root / "a" / "big.jpg", image_bytes(big, "JPEG", quality=95))
+    write(root / "a" / "big.png", image_bytes(big, "PNG"))
+    # Shot in portrait: stored 1200 wide x 800 high with orientation 6, shown 800 wide x 1200 high.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = _gradient(800, 1200).transpose(Image.Transpose.ROTATE_90)
+    write(root / "b" / "portrait.jpg", image_bytes(sideways, "JPEG", quality=95, exif=exif.tobytes()))
+    small = (root / "a" / "000.jpg").read_bytes()
+
+    s = ds.scan(root, max_side=500)
+    assert s.fingerprint != ds.scan(root, max_side=0).fingerprint != ds.scan(root).fingerprint
+    prepared = _build(s, tmp_path)
+    m = prepared.manifest
+    assert (m.max_side, m.downscaled) == (500, 3)
+    records = {p: data for split in ("train", "validation") for data, _, p in _records(prepared, split)}
+    assert records["a/000.jpg"] == small  # small photos are untouched
+    want = np.asarray(big.resize((500, 333), Image.Resampling.LANCZOS), dtype=np.float32)
+    for path in ("a/big.jpg", "a/big.png"):
+        assert records[path][:2] == b"\xff\xd8", path  # a JPEG, not a 20 MB PNG
+        got = ds.decode_resize(records[path], (333, 500)).numpy()
+        assert np.abs(got - want).mean() < 2.0 and np.abs(got - want).max() < 24, path
+    upright = ds.decode_resize(records["b/portrait.jpg"], (500, 333)).numpy()
+    assert np.allclose(upright[10, 160], (230, 20, 20), atol=20) and np.allclose(upright[490, 160], (20, 20, 230), atol=20)
+    with Image.open(io.BytesIO(records["b/portrait.jpg"])) as im:
+        assert im.size == (333, 500)
+    assert m.image_size_range["max"] == [500, 500]
+
+
+def test_max_side_zero_keeps_full_size(tmp_path):
+    root = class_tree(tmp_path / "src", {"a": 2, "b": 2})
+    original = image_bytes(_gradient(1200, 800), "JPEG", quality=95)
+    write(root / "a" / "big.jpg", original)
+    prepared = _build(ds.scan(root, max_side=0), tmp_path)
+    records = {p: data for split in ("train", "validation") for data, _, p in _records(prepared, split)}
+    assert records["a/big.jpg"] == original and prepared.manifest.downscaled == 0
