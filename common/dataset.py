@@ -380,13 +380,18 @@ def _rel(p: Path, base: Path) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _check_folder_name(d: Path) -> None:
-    try:
-        d.name.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = d.name.encode("utf-8", "surrogateescape")
-        raise DatasetError(f"the class folder name {raw!r} in {d.parent} is not UTF-8 text (often a zip made on "
-                           "another system): rename the folder, e.g. with convmv, and run again") from None
+def _class_folder_names(parent: Path) -> list[str]:
+    """The class folders in parent; a name that is not UTF-8 stops the job (a label must be text)."""
+    names = []
+    for d in _visible_dirs(parent):
+        try:
+            d.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = d.name.encode("utf-8", "surrogateescape")
+            raise DatasetError(f"the class folder name {raw!r} in {parent} is not UTF-8 text (often a zip made on "
+                               "another system): rename the folder, e.g. with convmv, and run again") from None
+        names.append(d.name)
+    return names
 
 
 def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers: int | None = None,
@@ -402,6 +407,8 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers:
         raise DatasetError(f"data path {source_root} is not a folder; give the folder that holds the class folders")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if max_side < 0:
+        raise ValueError(f"max_side must be 0 (no limit) or a positive number of pixels, got {max_side}")
     data_root = find_data_root(source_root)
     splits = _split_folders(data_root)
     ignored: list[str] = []
@@ -420,11 +427,7 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers:
             raise DatasetError(
                 f"{data_root} holds split folders and also {extra}; move those into training/ or remove them"
             )
-        for k, v in splits.items():
-            if k != "test":
-                for d in _visible_dirs(v):
-                    _check_folder_name(d)
-        per_split = {k: [d.name for d in _visible_dirs(v)] for k, v in splits.items() if k != "test"}
+        per_split = {k: _class_folder_names(v) for k, v in splits.items() if k != "test"}
         if VALIDATION in per_split and set(per_split[TRAIN]) != set(per_split[VALIDATION]):
             only_t = sorted(set(per_split[TRAIN]) - set(per_split[VALIDATION]))
             only_v = sorted(set(per_split[VALIDATION]) - set(per_split[TRAIN]))
@@ -442,9 +445,7 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers:
         layout_kind: Layout = "split-folders"
         has_val = VALIDATION in per_split
     else:
-        for d in _visible_dirs(data_root):
-            _check_folder_name(d)
-        folders = [d.name for d in _visible_dirs(data_root)]
+        folders = _class_folder_names(data_root)
         classes, numbered = parse_class_folders(folders, data_root)
         for c in classes:
             for rel, p, in_class in _walk_class(data_root / c.folder, source_root, ignored, unreadable):
@@ -465,8 +466,6 @@ def scan(root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, workers:
     candidates = tuple(c for c in hashed if isinstance(c, Candidate))
     unreadable.extend(s for s in hashed if isinstance(s, SkippedFile))
     split_method = "folders" if has_val else "stratified-holdout"
-    if max_side < 0:
-        raise ValueError(f"max_side must be 0 (no limit) or a positive number of pixels, got {max_side}")
     fp = fingerprint(candidates, split_method=split_method, val_fraction=val_fraction, seed=seed, max_side=max_side)
     s = Scan(
         source_root=source_root, data_root=data_root, layout=layout_kind, numbered=numbered,

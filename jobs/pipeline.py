@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from common import layout
 from common.archs import ARCH_NAMES
+from common.dataset import MAX_SIDE
 from common.errors import ConfigError
 from common.jobkit import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, StepSettings, parser_for
 from common.logging import configure, get_logger
@@ -36,7 +37,7 @@ class PipelineSettings(StepSettings):
     seed: int = Field(0, description="Random seed (split, synthetic data, training).")
     synthetic_per_class: int = Field(20, ge=2, le=5000, description="Synthetic training images per class.")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Hold-out share when there is no validation folder.")
-    max_side: int = Field(2048, ge=0, le=100_000,
+    max_side: int = Field(MAX_SIDE, ge=0, le=100_000,
                           description="Photos longer than this are stored downscaled to it (0: full size).")
     calibration_samples: int = Field(200, ge=1, le=10000, description="int8 calibration images.")
     runner_url: str = Field("", description="Device-farm runner URL; empty = measure in-process on this host.")
