@@ -50,10 +50,12 @@ class IosError(ScenebenchError):
 _NUM = r"[-+]?(?:\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|nan|inf)"
 
 
-def _ms(us: str) -> float | None:
-    """Microseconds as printed -> milliseconds; nan (an empty phase) -> None."""
+def _ms(us: str | float) -> float | None:
+    """Microseconds (as printed, or already read) -> milliseconds; nan (an empty phase) -> None."""
     v = float(us)
     return None if v != v or v in (float("inf"), float("-inf")) else v / 1e3
+
+
 _TIMINGS_RE = re.compile(
     rf"Inference timings in us: Init: (?P<init>{_NUM}), First inference: (?P<first>{_NUM}), "
     rf"Warmup \(avg\): (?P<warmup>{_NUM}), Inference \(avg\): (?P<avg>{_NUM})"
@@ -157,8 +159,13 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         if text not in out["notes"]:
             out["notes"].append(text)
 
+    def stated(name: str, state: str) -> None:
+        """A state the tool put in words ("Explicitly applied…", "Though…", "Failed to apply…")."""
+        out["delegates"][name] = state
+        explicit.add(name)
+
     def infer(name: str, state: str) -> None:
-        """A state read from node counts; the tool's own "Explicitly applied…" line wins."""
+        """A state read from node counts; the tool's own words win."""
         if name not in explicit:
             out["delegates"][name] = state
 
@@ -204,21 +211,15 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
             out["session_init_ms"] = float(m["ms"])
             continue
         if m := _APPLIED_RE.search(line):
-            name = normalize_delegate(m["name"])
-            out["delegates"][name] = "complete" if m["how"] == "completely" else "partial"
-            explicit.add(name)
+            stated(normalize_delegate(m["name"]), "complete" if m["how"] == "completely" else "partial")
             note(line[m.start():])
             continue
         if m := _NOT_APPLIED_RE.search(line):
-            name = normalize_delegate(m["name"])
-            out["delegates"][name] = "none"
-            explicit.add(name)
+            stated(normalize_delegate(m["name"]), "none")
             note(line[m.start():])
             continue
         if m := _FAILED_APPLY_RE.search(line):
-            name = normalize_delegate(m["name"])
-            out["delegates"][name] = "failed"
-            explicit.add(name)
+            stated(normalize_delegate(m["name"]), "failed")
             note(line[m.start():])
             errors.append(line)
             continue
@@ -227,8 +228,7 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
             note(line[m.start():])
             continue
         if m := _COREML_UNSUPPORTED_RE.search(line):
-            out["delegates"]["coreml"] = "none"
-            explicit.add("coreml")
+            stated("coreml", "none")
             note(line[m.start():])
             continue
         if m := _REPLACING_RE.search(line):
@@ -258,9 +258,9 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         for key, name in (("std", "std_ms"), ("min", "min_ms"), ("max", "max_ms"),
                           ("p5", "p5_ms"), ("median", "p50_ms"), ("p95", "p95_ms")):
             if key in timed:
-                out[name] = _ms(str(timed[key]))
+                out[name] = _ms(timed[key])
         if out["mean_ms"] is None and "avg" in timed:
-            out["mean_ms"] = _ms(str(timed["avg"]))
+            out["mean_ms"] = _ms(timed["avg"])
         if len(stats_lines) > 1:
             out["warmup_count"] = int(stats_lines[-2]["count"])
     if out["init_ms"] is None and out["session_init_ms"] is not None:
@@ -473,12 +473,15 @@ class IosBackend:
                 h.update(f"{f.relative_to(self.app_path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
+    def _xcrun_missing(self) -> IosError:
+        return IosError(f"{self.xcrun!r} not found: install Xcode and its command-line tools (RUNNER.md)")
+
     def _run(self, args: list[str], timeout_s: float | None = None) -> subprocess.CompletedProcess:
         cmd = [self.xcrun, "devicectl", *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s or self.command_timeout_s)
         except FileNotFoundError:
-            raise IosError(f"{self.xcrun!r} not found: install Xcode and its command-line tools (RUNNER.md)") from None
+            raise self._xcrun_missing() from None
         except subprocess.TimeoutExpired as exc:
             raise IosError(f"`{' '.join(cmd[:4])} …` did not finish within {exc.timeout} s") from None
         if proc.returncode != 0:
@@ -552,7 +555,7 @@ class IosBackend:
         except FileNotFoundError:
             os.close(master)
             os.close(slave)
-            raise IosError(f"{self.xcrun!r} not found: install Xcode and its command-line tools (RUNNER.md)") from None
+            raise self._xcrun_missing() from None
         os.close(slave)
         chunks: list[bytes] = []
         deadline = time.monotonic() + self.run_timeout_s
