@@ -50,14 +50,20 @@ def run_job(
     parser: argparse.ArgumentParser,
     body: Callable[[S, ArtifactStore], dict],
     argv: Sequence[str] | None = None,
+    *,
+    stdout_is_data: bool = False,
 ) -> int:
-    """Parse, log the effective configuration, run body, log one summary line, map errors to exit codes."""
-    configure()
+    """Parse, log the effective configuration, run body, log one summary line, map errors to exit codes.
+
+    body gets the artifact store its settings name; commands whose settings name none (the
+    runner's) get None. stdout_is_data: body prints its answer on stdout; logs go to stderr.
+    """
+    configure(stdout_is_data=stdout_is_data)
     log = get_logger(step=step)
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
         settings = load(settings_cls, args)
-        store = open_store(getattr(settings, "store", "file://./artifacts"))
+        store = open_store(settings.store) if "store" in type(settings).model_fields else None
     except ConfigError as exc:
         log.error("bad_configuration", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)

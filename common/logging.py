@@ -30,12 +30,14 @@ class _StreamLogger:
     log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
 
 
-def configure(level: str | None = None, json: bool | None = None) -> None:
+def configure(level: str | None = None, json: bool | None = None, stdout_is_data: bool = False) -> None:
     """Configure structlog for this process (every job's entry point calls it).
 
     JSON is chosen when stdout is not a terminal (pods, CI, pipes) unless
     SCENEBENCH_LOG_FORMAT=console|json says otherwise. When someone else has configured
     structlog since (structlog.testing.capture_logs in tests), their set-up is kept.
+    stdout_is_data: the command prints what was asked for (a table, keys, a result
+    document) on stdout, so its logs go to stderr in every format.
     """
     global _configured, _ours
     if structlog.is_configured() and _ours is not None:
@@ -68,7 +70,7 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
         # JSON lines go to stdout, where pod log collectors look; a person's terminal gets
         # them on stderr so that stdout stays for the tables the commands print.
-        logger_factory=lambda *args: _StreamLogger(to_stdout=bool(json)),
+        logger_factory=lambda *args: _StreamLogger(to_stdout=bool(json) and not stdout_is_data),
         cache_logger_on_first_use=False,
     )
     # TensorFlow and absl chatter goes through stdlib logging; keep it out of our lines.

@@ -20,8 +20,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import structlog
-
 from common.errors import ConfigError, NotFoundError, ScenebenchError
 from common.logging import configure, get_logger
 from common.store import ArtifactStore, open_store
@@ -133,10 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
-    configure()
     # stdout carries what people asked for (keys, paths, bytes); logs must not mix into it,
     # even in JSON mode where the other jobs log to stdout.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    configure(stdout_is_data=True)
     log = get_logger(command=args.command)
     uri = getattr(args, "store", None) or os.environ.get("SCENEBENCH_STORE") or DEFAULT_STORE
     try:

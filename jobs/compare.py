@@ -210,7 +210,7 @@ def format_comparison(current: Results, baseline: Results, regressions: Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure()
+    configure(stdout_is_data=True)  # stdout is the answer; logs go to stderr
     log = get_logger(step="compare")
     try:
         args = build_parser().parse_args(list(argv) if argv is not None else None)

@@ -273,7 +273,7 @@ def _api_error(exc, what: str) -> SubmitError:
 
 
 def main(argv: Sequence[str] | None = None, api=None) -> int:
-    configure()
+    configure(stdout_is_data=True)  # stdout is the answer; logs go to stderr
     log = get_logger(component="submit")
     args = build_parser().parse_args(argv)
     try:

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.errors import ConfigError, ScenebenchError
+from common.jobkit import run_job
 from common.logging import configure, get_logger
 from common.settings import JobSettings, build_parser, load
 
@@ -110,76 +111,62 @@ def serve(argv: list[str] | None = None) -> int:
     return 0
 
 
-def devices(argv: list[str] | None = None) -> int:
+def _devices(settings: BackendSettings, _store: None) -> dict:
     """Print the devices a backend sees, one line each, and the reason an offline one is offline."""
-    configure()
-    parser = build_parser(BackendSettings, prog="python -m runner devices",
-                          description="List the devices a backend can run on (what GET /v1/devices would say).")
-    log = get_logger(component="runner")
-    try:
-        found = load(BackendSettings, parser.parse_args(argv)).make(need_app=False).devices()
-    except ScenebenchError as exc:
-        log.error("devices_failed", error=str(exc))
-        return 1 if not isinstance(exc, ConfigError) else 2
+    found = settings.make(need_app=False).devices()
     if not found:
         print("no devices: plug in an iPhone, unlock it and tap Trust (RUNNER.md, step 3)")  # CLI output for people
-        return 1
+        raise ScenebenchError(f"the {settings.backend} backend sees no device")
     for d in found:
         why = f"  ({d.state_reason})" if d.state_reason else ""
         print(f"{d.id}\t{d.state}\t{d.name}\t{d.model}\t{d.os}\t{','.join(d.delegates)}{why}")
-    return 0
+    return {"devices": len(found), "idle": sum(d.state == "idle" for d in found)}
 
 
-def try_one(argv: list[str] | None = None) -> int:
+def devices(argv: list[str] | None = None) -> int:
+    parser = build_parser(BackendSettings, prog="python -m runner devices",
+                          description="List the devices a backend can run on (what GET /v1/devices would say).")
+    return run_job("devices", BackendSettings, parser, _devices, argv, stdout_is_data=True)
+
+
+def _try_one(settings: TrySettings, _store: None) -> dict:
     """One measurement through a backend, printed as the JobResult JSON on stdout."""
-    configure()
-    parser = build_parser(TrySettings, prog="python -m runner try",
-                          description="Measure one model once through a backend, without the server.")
-    log = get_logger(component="runner")
-    try:
-        settings = load(TrySettings, parser.parse_args(argv))
-        model = Path(settings.model).expanduser()
-        if not settings.model or not model.is_file():
-            raise ConfigError(f"--model must name a .tflite file (got {settings.model!r})")
-        backend = settings.make()
-    except ConfigError as exc:
-        log.error("config_error", error=str(exc))
-        return 2
     from common.hashing import sha256_file
     from runner.api import JobRequest
 
-    try:
-        found = backend.devices()
-        if settings.device:
-            matches = [d for d in found if d.id == settings.device]
-            if not matches:
-                raise ConfigError(f"no device {settings.device!r}; devices: {', '.join(d.id for d in found) or 'none'}")
-            device = matches[0]
-        else:
-            idle = [d for d in found if d.state == "idle"]
-            if not idle:
-                raise ConfigError("no idle device: " + ("; ".join(f"{d.id} {d.state} {d.state_reason}".strip()
-                                                                for d in found) or "none found"))
-            device = idle[0]
-        if device.state == "offline":
-            raise ConfigError(f"{device.id} is offline: {device.state_reason or 'no reason given'}")
-        request = JobRequest(model_url=model.resolve().as_uri(), model_sha256=sha256_file(model), device=device.id,
-                             delegate=settings.delegate, num_threads=settings.num_threads,
-                             warmup_runs=settings.warmup_runs, num_runs=settings.num_runs)
-        log.info("try_start", device=device.id, name=device.name, model=str(model), delegate=settings.delegate)
-        result = backend.run(device, model, request)
-    except ConfigError as exc:
-        log.error("config_error", error=str(exc))
-        return 2
-    except ScenebenchError as exc:
-        log.error("try_failed", error=str(exc))
-        return 1
+    model = Path(settings.model).expanduser()
+    if not settings.model or not model.is_file():
+        raise ConfigError(f"--model must name a .tflite file (got {settings.model!r})")
+    backend = settings.make()
+    found = backend.devices()
+    if settings.device:
+        matches = [d for d in found if d.id == settings.device]
+        if not matches:
+            raise ConfigError(f"no device {settings.device!r}; devices: {', '.join(d.id for d in found) or 'none'}")
+        device = matches[0]
+    else:
+        idle = [d for d in found if d.state == "idle"]
+        if not idle:
+            raise ConfigError("no idle device: " + ("; ".join(f"{d.id} {d.state} {d.state_reason}".strip()
+                                                            for d in found) or "none found"))
+        device = idle[0]
+    if device.state == "offline":
+        raise ConfigError(f"{device.id} is offline: {device.state_reason or 'no reason given'}")
+    request = JobRequest(model_url=model.resolve().as_uri(), model_sha256=sha256_file(model), device=device.id,
+                         delegate=settings.delegate, num_threads=settings.num_threads,
+                         warmup_runs=settings.warmup_runs, num_runs=settings.num_runs)
+    result = backend.run(device, model, request)
     print(result.model_dump_json(indent=2))  # CLI output: the result document
     t = result.timings_ms
-    log.info("try_summary", device=result.device.name, delegate_requested=result.delegate_requested,
-             delegate_applied=result.delegate_applied, mean_ms=t.mean if t else None,
-             count=t.count if t else None, peak_mb=result.memory.peak_mb if result.memory else None)
-    return 0
+    return {"device": result.device.name, "delegate_requested": result.delegate_requested,
+            "delegate_applied": result.delegate_applied, "mean_ms": t.mean if t else None,
+            "count": t.count if t else None, "peak_mb": result.memory.peak_mb if result.memory else None}
+
+
+def try_one(argv: list[str] | None = None) -> int:
+    parser = build_parser(TrySettings, prog="python -m runner try",
+                          description="Measure one model once through a backend, without the server.")
+    return run_job("try", TrySettings, parser, _try_one, argv, stdout_is_data=True)
 
 
 COMMANDS = {"serve": serve, "devices": devices, "try": try_one}

@@ -215,3 +215,14 @@ def test_try_command_on_the_host(tiny_models):
     result = json.loads(proc.stdout)
     assert result["device"]["backend"] == "host" and "not an iPhone" in result["device"]["name"]
     assert result["timings_ms"]["count"] == 20 and len(result["samples_ms"]) == 20
+
+
+def test_json_logs_stay_off_stdout_where_the_answer_goes(tiny_models):
+    """In pods and pipes logs are JSON lines; `try` and `devices` print their answer on stdout all the same."""
+    proc = _cli("try", "--model", str(tiny_models.int8), "--num-runs", "3", "--warmup-runs", "1",
+                env={"SCENEBENCH_LOG_FORMAT": "json"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["timings_ms"]["count"] == 3  # the whole of stdout is the result document
+    assert '"event": "try_summary"' in proc.stderr
+    listing = _cli("devices", env={"SCENEBENCH_LOG_FORMAT": "json"})
+    assert listing.returncode == 0 and listing.stdout.startswith("host-") and len(listing.stdout.splitlines()) == 1

@@ -103,7 +103,7 @@ def test_make_smoke_run_passes_only_parameters_the_template_declares():
 def test_main_without_a_cluster_exits_2(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     # main() configures logging for a terminal or a pod; keep the test's capturing set-up instead.
-    monkeypatch.setattr(submit, "configure", lambda: None)
+    monkeypatch.setattr(submit, "configure", lambda **_: None)
     with capture_logs() as logs:
         code = submit.main(["--kubeconfig", str(tmp_path / "missing"), "-p", "archs=all"])
     assert code == submit.EXIT_USAGE
