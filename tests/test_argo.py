@@ -23,7 +23,7 @@ from common.settings import JobSettings, load
 REPO = Path(__file__).resolve().parents[1]
 ARGO_DIR = REPO / "argo"
 SCHEMA_ENV = "SCENEBENCH_ARGO_SCHEMA"
-DEFAULT_SCHEMA = REPO.parent / "shared" / "schemas" / "argo-workflows.schema.json"
+DEFAULT_SCHEMA = REPO / "tests" / "data" / "argo" / "argo-workflows.schema.json"
 DEF = "io.argoproj.workflow.v1alpha1."
 KIND_DEFINITIONS = {
     kind: DEF + kind
@@ -47,8 +47,8 @@ def strict_definitions() -> dict:
     path = schema_path()
     if not path.is_file():
         pytest.fail(
-            f"Argo JSON schema not found at {path}; the repository expects shared/ beside it "
-            f"(../shared/schemas/argo-workflows.schema.json) or {SCHEMA_ENV}=/path/to/schema.json"
+            f"Argo JSON schema not found at {path}: the repository keeps it in "
+            f"tests/data/argo/ (see its README), or set {SCHEMA_ENV}=/path/to/schema.json"
         )
     definitions = copy.deepcopy(json.loads(path.read_text())["definitions"])
     definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}

@@ -1,0 +1,130 @@
+"""Labels, number formats, latency columns and gap reasons shared by every part of the report."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+from common.archs import ARCHS
+from common.schemas import DELEGATES, EvalReport, LatencyEntry, ModelResult, Results
+
+HOST_LABEL = "host CPU \u2014 not an iPhone"
+DELEGATE_NAMES = {"cpu": "CPU", "gpu": "GPU (Metal)", "coreml": "Core ML (Neural Engine)"}
+
+
+def e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def display_name(arch: str) -> str:
+    a = ARCHS.get(arch)
+    return a.display if a is not None else arch
+
+
+def model_label(m: ModelResult | EvalReport) -> str:
+    return f"{display_name(m.arch)} {m.format}"
+
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return ""
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def fmt_s(v: float) -> str:
+    """Seconds as the paper prints them, without rounding a sub-millisecond host time to 0.000."""
+    return f"{v:.3f}" if v >= 0.01 else f"{v:.2g}"
+
+
+def fmt(v: float | None, digits: int = 2) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_score(v: float | None) -> str:
+    return "" if v is None else f"{v:.4g}"
+
+
+# ------------------------------------------------------------------ measurement columns
+@dataclass(frozen=True)
+class Column:
+    """One (device, delegate) that some model was measured on."""
+
+    device_id: str
+    delegate: str
+    device_name: str
+    device_model: str
+    device_os: str
+    backend: str
+
+    @property
+    def host(self) -> bool:
+        return self.backend == "host"
+
+    @property
+    def title(self) -> str:
+        return f"{self.device_name} \u00b7 {DELEGATE_NAMES.get(self.delegate, self.delegate)}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.device_id}-{self.delegate}"
+
+
+def columns_of(results: Results) -> list[Column]:
+    seen: dict[tuple[str, str], Column] = {}
+    for m in results.models:
+        for le in m.latency:
+            seen.setdefault((le.device_id, le.delegate_requested), Column(
+                le.device_id, le.delegate_requested, le.device_name, le.device_model, le.device_os, le.backend))
+    order = {d: i for i, d in enumerate(DELEGATES)}
+    # iPhones first: they are what the benchmark is for; the host CPU is the fallback
+    return sorted(seen.values(), key=lambda c: (c.host, c.device_name, c.device_id, order.get(c.delegate, 9)))
+
+
+def entry_of(m: ModelResult, col: Column) -> LatencyEntry | None:
+    for le in m.latency:
+        if le.device_id == col.device_id and le.delegate_requested == col.delegate:
+            return le
+    return None
+
+
+def gap_reason(results: Results, m: ModelResult, col: Column | None = None) -> str:
+    if m.status != "ok":
+        return m.reason or "model failed"
+    if col is not None:
+        le = entry_of(m, col)
+        if le is not None and le.reason:
+            return le.reason
+        for miss in results.missing:
+            if (miss.arch, miss.format, miss.device_id, miss.delegate) == (m.arch, m.format, col.device_id,
+                                                                           col.delegate):
+                return miss.reason
+        if le is None:
+            return "not measured on this device and delegate in this run"
+        return "missing (no reason recorded)"
+    for miss in results.missing:
+        if (miss.arch, miss.format) == (m.arch, m.format) and miss.device_id is None:
+            return miss.reason
+    return "not measured"
+
+
+def gap(reason: str) -> str:
+    return f'<span class="gap" title="{e(reason)}">\u2014 <span class="why">{e(reason)}</span></span>'
+
+
+def host_badge() -> str:
+    return f'<span class="host-badge" title="{e(HOST_LABEL)}">{e(HOST_LABEL)}</span>'
+
+
+def basis_entry(m: ModelResult) -> LatencyEntry | None:
+    """The measurement the model's score was computed from."""
+    ok = [le for le in m.latency if le.status == "ok"]
+    if m.score is not None:
+        for le in ok:
+            if le.score is not None and math.isclose(le.score, m.score, rel_tol=1e-9):
+                return le
+    return ok[0] if ok else None

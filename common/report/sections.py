@@ -1,0 +1,388 @@
+"""The report page's sections, one function each, as HTML text."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from common import paper
+from common.regression import count_kinds, diff_results
+from common.report.cells import (
+    HOST_LABEL,
+    Column,
+    basis_entry,
+    columns_of,
+    display_name,
+    e,
+    entry_of,
+    fmt,
+    fmt_ms,
+    fmt_s,
+    fmt_score,
+    gap,
+    gap_reason,
+    host_badge,
+    model_label,
+)
+from common.report.charts import pareto_points, svg_confusion, svg_distribution, svg_pareto, svg_per_class
+from common.schemas import BenchResult, EvalReport, ModelResult, Regression, Results
+
+
+# ------------------------------------------------------------------ sections
+def _section(id_: str, title: str, body: str, note: str = "") -> str:
+    note_html = f'<p class="note">{note}</p>' if note else ""
+    return f'<section id="{e(id_)}"><h2>{e(title)}</h2>{note_html}{body}</section>'
+
+
+def _flags(results: Results) -> dict[tuple, Regression]:
+    return {(r.arch, r.format, r.metric, r.device_id, r.delegate): r for r in results.regressions
+            if r.kind in ("regression", "improvement")}
+
+
+def _flag_attr(flag: Regression | None) -> tuple[str, str]:
+    if flag is None:
+        return "", ""
+    mark = "\u26a0 regression" if flag.kind == "regression" else "\u2714 improvement"
+    cls = " reg" if flag.kind == "regression" else " imp"
+    return cls, f'<span class="flag" title="{e(flag.detail)}">{mark}</span>'
+
+
+def _num_cell(value: float | None, text: str, reason: str, flag: Regression | None = None,
+              extra: str = "", cls: str = "") -> str:
+    if value is None:
+        return f'<td class="num gapcell{cls}" data-v="">{gap(reason)}</td>'
+    fcls, fmark = _flag_attr(flag)
+    return f'<td class="num{cls}{fcls}" data-v="{value:.6g}">{e(text)}{extra}{fmark}</td>'
+
+
+def leaderboard(results: Results) -> str:
+    cols = columns_of(results)
+    flags = _flags(results)
+    head = ['<th data-type="text">Architecture</th>', '<th data-type="text">Format</th>',
+            '<th data-type="num" data-first="asc">Size MB</th>', '<th data-type="num" data-key="top1">Top-1 %</th>',
+            '<th data-type="num">Top-3 %</th>',
+            '<th data-type="num" data-first="asc" title="Keras top-1 minus TFLite top-1, points">'
+            'Lost in conversion (top-1 pts)</th>']
+    for c in cols:
+        label = f"{e(c.title)}<br><small>median ms</small>"
+        if c.host:
+            label += f"<br>{host_badge()}"
+        head.append(f'<th data-type="num" data-first="asc" class="{"hostcol" if c.host else ""}" '
+                    f'title="{e(c.device_name + " " + c.device_model + " " + c.device_os)}">{label}</th>')
+    head += ['<th data-type="num" data-first="asc" title="peak memory of the measurement the score uses">'
+             'RAM MB<br><small>peak, score basis</small></th>',
+             '<th data-type="num" data-key="score">Score</th>', '<th data-type="text">Score measured on</th>']
+    rows = []
+
+    def order(m: ModelResult):
+        return (m.status != "ok", -(m.score if m.score is not None else -1e9), -(m.top1 or 0))
+
+    for m in sorted(results.models, key=order):
+        why = gap_reason(results, m)
+        cells = [f'<td data-v="{e(display_name(m.arch))}">{e(display_name(m.arch))}</td>',
+                 f'<td data-v="{e(m.format)}">{e(m.format)}</td>']
+        ok = m.status == "ok"
+        cells.append(_num_cell(m.size_mb if ok else None, fmt(m.size_mb), why,
+                               flags.get((m.arch, m.format, "size_mb", None, None))))
+        cells.append(_num_cell(m.top1 if ok else None, fmt(m.top1), why if not ok else "not evaluated",
+                               flags.get((m.arch, m.format, "top1", None, None))))
+        cells.append(_num_cell(m.top3 if ok else None, fmt(m.top3), why if not ok else "not evaluated",
+                               flags.get((m.arch, m.format, "top3", None, None))))
+        cells.append(_num_cell(m.drop_top1 if ok else None, fmt(m.drop_top1),
+                               why if not ok else "no Keras accuracy to compare with"))
+        for c in cols:
+            le = entry_of(m, c)
+            hostcls = " hostcol" if c.host else ""
+            if not ok or le is None or le.status != "ok" or le.p50_ms is None:
+                cells.append(_num_cell(None, "", gap_reason(results, m, c), cls=hostcls))
+                continue
+            extra = f'<small class="sub">p90 {fmt_ms(le.p90_ms)}</small>' if le.p90_ms is not None else ""
+            if c.host:
+                extra += f'<span class="host-mark" title="{e(HOST_LABEL)}">host CPU</span>'
+            cells.append(_num_cell(le.p50_ms, fmt_ms(le.p50_ms), "", flags.get(
+                (m.arch, m.format, "latency_ms", c.device_id, c.delegate)), extra=extra, cls=hostcls))
+        be = basis_entry(m) if ok else None
+        ram = be.peak_memory_mb if be is not None else None
+        host_basis = be is not None and be.backend == "host"
+        mark = f'<span class="host-mark" title="{e(HOST_LABEL)}">host CPU</span>' if host_basis else ""
+        cells.append(_num_cell(ram, fmt(ram, 0), why if not ok else "memory not measured", extra=mark))
+        cells.append(_num_cell(m.score if ok else None, fmt_score(m.score),
+                               why if not ok else "no latency to score", extra=mark))
+        basis = m.score_basis or (f"{be.device_name} {be.delegate_requested}" if be else "")
+        if host_basis and "host" not in basis.lower():
+            basis += f" ({HOST_LABEL})"
+        cells.append(f'<td data-v="{e(basis)}">{e(basis)}</td>')
+        rows.append(f'<tr data-model="{e(m.arch)}/{e(m.format)}" class="{"" if ok else "failed"}">'
+                    + "".join(cells) + "</tr>")
+    table = (f'<table class="sortable leaderboard" id="leaderboard-table"><thead><tr>{"".join(head)}</tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table>')
+    note = (f"Click a column header to sort. Score = 2^((top-1 \u2212 96) + (top-3 \u2212 99)) / (C \u00b7 runtime s), "
+            f"C = {e(results.c)}, runtime = mean latency on the score basis ({e(results.score_basis)}). "
+            "Latency cells show the median of the raw samples and their 90th percentile. "
+            "\u26a0 marks a regression against the baseline run (hover it for why), \u2714 an improvement.")
+    return _section("leaderboard", "Leaderboard", table, note)
+
+
+def pareto_section(results: Results) -> str:
+    pts = pareto_points(results)
+    if not pts:
+        return _section("pareto", "Accuracy vs latency", gap("no model has both an accuracy and a latency"))
+    charts = "".join(f'<figure>{svg_pareto(col, p)}</figure>' for col, p in pts.items())
+    note = ("One chart per device and delegate. Filled, larger points joined by the staircase are on the "
+            "Pareto front: no other model is both faster and more accurate there. Hover a point for its numbers.")
+    return _section("pareto", "Accuracy vs latency", f'<div class="charts">{charts}</div>', note)
+
+
+def best_model(results: Results, evals: dict[tuple[str, str], EvalReport]) -> tuple[ModelResult, str] | None:
+    ok = [m for m in results.models if m.status == "ok" and (m.arch, m.format) in evals and m.top1 is not None]
+    if not ok:
+        return None
+    if any(m.score is not None for m in ok):
+        return max(ok, key=lambda m: (m.score if m.score is not None else -1, m.top1)), "highest score"
+    return max(ok, key=lambda m: m.top1 or 0), "highest top-1"
+
+
+def best_section(results: Results, evals: dict[tuple[str, str], EvalReport]) -> str:
+    pick = best_model(results, evals)
+    if pick is None:
+        return _section("best", "Best model: per-class accuracy and confusion", gap("no evaluated model"))
+    m, why = pick
+    ev = evals[(m.arch, m.format)]
+    body = (f'<p>Best model by {e(why)}: <strong>{e(model_label(m))}</strong> \u2014 top-1 {ev.top1:.2f} %, '
+            f'top-3 {ev.top3:.2f} % on {ev.count} validation images.</p>'
+            f'<div class="charts"><figure><figcaption>Per-class top-1 % (red: more than 5 points below the '
+            f'model\'s top-1)</figcaption>{svg_per_class(ev)}</figure>'
+            f'<figure><figcaption>Confusion matrix: rows true class, columns predicted; blue diagonal is correct, '
+            f'red is confusion, shaded by the share of the row</figcaption>{svg_confusion(ev)}</figure></div>')
+    return _section("best", "Best model: per-class accuracy and confusion", body)
+
+
+def conversion_section(results: Results, evals: dict[tuple[str, str], EvalReport]) -> str:
+    head = ("<tr><th data-type='text'>Architecture</th><th data-type='text'>Format</th>"
+            "<th data-type='num'>Keras top-1 %</th><th data-type='num'>TFLite top-1 %</th>"
+            "<th data-type='num' data-first='desc'>Lost top-1 (pts)</th><th data-type='num'>Lost top-3 (pts)</th>"
+            "<th data-type='num'>Same top-1 label as Keras %</th></tr>")
+    rows = []
+    for m in results.models:
+        ev = evals.get((m.arch, m.format))
+        if ev is None:
+            why = m.reason if m.status != "ok" else "no eval.json for this model"
+            rows.append(f"<tr><td>{e(display_name(m.arch))}</td><td>{e(m.format)}</td>"
+                        + "".join(f'<td class="num gapcell" data-v="">{gap(why)}</td>' for _ in range(5)) + "</tr>")
+            continue
+        cells = [f'<td data-v="{e(display_name(m.arch))}">{e(display_name(m.arch))}</td>',
+                 f'<td data-v="{e(m.format)}">{e(m.format)}</td>']
+        for v in (ev.keras_top1, ev.top1, ev.drop_top1, ev.drop_top3, ev.agreement_with_keras):
+            cells.append(_num_cell(v, fmt(v), "no Keras evaluation to compare with"))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    table = f'<table class="sortable" id="conversion-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _section("conversion", "Accuracy lost by each conversion", table,
+                    "TFLite model against the Keras model it was converted from, on the same validation images.")
+
+
+def distribution_section(results: Results, benches: Sequence[BenchResult]) -> str:
+    index = {(b.arch, b.format, b.device.id, b.delegate_requested): b for b in benches}
+    figs = []
+    for col in columns_of(results):
+        rows = []
+        for m in results.models:
+            b = index.get((m.arch, m.format, col.device_id, col.delegate))
+            if b is not None and b.status == "ok" and b.samples_ms:
+                rows.append((model_label(m), list(b.samples_ms)))
+        if rows:
+            figs.append(f"<figure>{svg_distribution(col, rows)}</figure>")
+    if not figs:
+        return _section("latency", "Latency distributions", gap("no raw latency samples in this run"))
+    note = ("Every dot is one timed inference; boxes span the middle half of the samples, the bar is the median, "
+            "whiskers reach the furthest sample within 1.5 IQR. Warm-up runs are not shown.")
+    return _section("latency", "Latency distributions", "".join(figs), note)
+
+
+def _ours_for_phone(results: Results, phone: str) -> tuple[str, str | None, bool]:
+    """(device id, label, is_host) of our measurements to show beside the paper's phone."""
+    devs = {le.device_id: le for m in results.models for le in m.latency}
+    for dev_id, le in devs.items():
+        if le.backend == "ios" and paper.paper_phone_of(le.device_model) == phone:
+            return dev_id, f"{le.device_name} ({le.device_model}, {le.device_os})", False
+    if phone != paper.IPHONE_12_PRO:
+        return "", None, False
+    for dev_id, le in devs.items():
+        if le.backend == "ios":
+            return dev_id, f"{le.device_name} ({le.device_model}, {le.device_os}) \u2014 not an iPhone 12 Pro", False
+    for dev_id, le in devs.items():
+        return dev_id, le.device_name, True
+    return "", None, False
+
+
+def paper_section(results: Results) -> str:
+    out = []
+    for phone, table_no in ((paper.IPHONE_12_PRO, "Tables 2 and 3"), (paper.IPHONE_X, "Table 4")):
+        dev_id, ours_label, ours_host = _ours_for_phone(results, phone)
+        head = ("<tr><th>Model</th><th>Source</th><th>Size MB</th><th>Top-1 %</th><th>CPU s</th><th>GPU s</th>"
+                "<th>NPU / Core ML s</th><th>CPU RAM MB</th><th>Score</th></tr>")
+        rows = []
+        for pr in paper.ROWS:
+            d = pr.devices[phone]
+            cells = [f'<td rowspan="2" class="model">{e(pr.label)}</td>',
+                     f'<td class="src paper-src">paper ({e(paper.SHORT_CITATION)}, {e(phone)})</td>',
+                     f'<td class="num">{pr.size_mb:g}</td>', f'<td class="num">{pr.top1:g}</td>']
+            for colname in ("cpu_s", "gpu_s", "npu_s"):
+                v = getattr(d, colname)
+                cells.append(f'<td class="num">{v:g}</td>' if v is not None
+                             else f'<td class="num gapcell">{gap(paper.gap_reason(pr.arch, colname, phone))}</td>')
+            cells.append(f'<td class="num">{d.cpu_ram_mb:g}</td>' if d.cpu_ram_mb is not None
+                         else f'<td class="num gapcell">{gap("not reported in the paper")}</td>')
+            score_cell = (f'<td class="num">{pr.score:g}</td>' if phone == paper.IPHONE_12_PRO
+                          else f'<td class="num gapcell">{gap("the paper scores on the iPhone 12 Pro CPU only")}</td>')
+            if phone != paper.IPHONE_12_PRO and not ours_label:
+                cells[0] = f'<td class="model">{e(pr.label)}</td>'
+                rows.append('<tr class="paper-row">' + "".join(cells) + score_cell + "</tr>")
+                continue
+            rows.append('<tr class="paper-row">' + "".join(cells) + score_cell + "</tr>")
+            m = next((m for m in results.models if (m.arch, m.format) == (pr.arch, pr.format)), None)
+            ours_text = f"ours \u2014 {e(ours_label)}" if ours_label else "ours"
+            ours = [f'<td class="src ours-src">{ours_text}{host_badge() if ours_host else ""}</td>']
+            if m is None or m.status != "ok":
+                why = (m.reason if m is not None else None) or "model not in this run"
+                ours += [f'<td class="num gapcell">{gap(why)}</td>' for _ in range(7)]
+            else:
+                ours.append(f'<td class="num">{fmt(m.size_mb)}</td><td class="num">{fmt(m.top1)}</td>')
+                for dlg in ("cpu", "gpu", "coreml"):
+                    le = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == dlg), None)
+                    if not ours_label:
+                        ours.append(f'<td class="num gapcell">{gap("no " + phone + " in the device farm")}</td>')
+                    elif le is None or le.status != "ok" or le.mean_ms is None:
+                        col = Column(dev_id, dlg, "", "", "", "host" if ours_host else "ios")
+                        ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}</td>')
+                    else:
+                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}</td>')
+                cpu = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == "cpu"), None)
+                ram = cpu.peak_memory_mb if cpu is not None and cpu.status == "ok" else None
+                ours.append(f'<td class="num">{fmt(ram, 0)}</td>' if ram is not None
+                            else f'<td class="num gapcell">{gap("memory not measured")}</td>')
+                be = basis_entry(m)
+                ours.append(f'<td class="num">{fmt_score(m.score)}'
+                            f'{"<small class=sub>on " + e(m.score_basis) + "</small>" if m.score_basis else ""}</td>'
+                            if m.score is not None and be is not None else f'<td class="num gapcell">{gap("no score")}</td>')
+            rows.append('<tr class="ours-row">' + "".join(ours) + "</tr>")
+        caption = (f"The paper's numbers \u2014 {e(paper.CITATION)}, {table_no} ({e(phone)}) \u2014 "
+                   "beside ours. Paper rows are the paper's published measurements, not ours.")
+        if not ours_label:
+            caption += f" No {e(phone)} in the device farm for this run, so only the paper's numbers are shown."
+        out.append(f'<table class="paper" id="paper-{e(phone.lower().replace(" ", "-"))}">'
+                   f'<caption>{caption}</caption><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+    note = ("Our latencies here are the mean of the raw samples in seconds, as the paper reports them; the paper "
+            "measured with the TFLite iOS example app, memory for the whole app. The paper's NPU is our Core ML "
+            "delegate (Neural Engine). Our 'float32' is the paper's 'float', our 'int8' its 'int'.")
+    return _section("paper", "The paper's numbers beside ours", "".join(out), note)
+
+
+def baseline_section(results: Results, baseline: Results | None) -> str:
+    if baseline is None:
+        if results.baseline_run_id:
+            body = f"<p>Baseline run {e(results.baseline_run_id)} was named but its results were not available.</p>"
+        else:
+            body = ("<p>No baseline run: this is the first successful run in results/history/, or the comparison "
+                    "was switched off (--baseline none).</p>")
+        return _section("baseline", "Compared with the baseline run", body)
+    counts = count_kinds(results.regressions)
+    summary = (f'<p class="verdict {"bad" if counts["regression"] else "good"}">Baseline: run '
+               f'<strong>{e(baseline.run_id)}</strong> ({e(baseline.created_at.strftime("%Y-%m-%d %H:%M UTC"))}, '
+               f'code {e(baseline.code_version)}). <strong>{counts["regression"]}</strong> regression(s), '
+               f'{counts["improvement"]} improvement(s), {counts["missing"]} measurement(s) missing now.</p>')
+    rows = []
+    order = {"regression": 0, "missing": 1, "improvement": 2}
+    hosts = {d.id for d in results.devices if d.backend == "host"} | {
+        le.device_id for m in results.models for le in m.latency if le.backend == "host"}
+    for r in sorted(results.regressions, key=lambda r: (order.get(r.kind, 9), r.arch, r.format, r.metric)):
+        where = f"{r.device_id} {r.delegate}" if r.device_id else ""
+        if r.device_id in hosts:
+            where += f" ({HOST_LABEL})"
+        rows.append(f'<tr class="{e(r.kind)}"><td>{e(r.kind)}</td><td>{e(display_name(r.arch))} {e(r.format)}</td>'
+                    f'<td>{e(r.metric)}</td><td>{e(where)}</td><td class="num">{e(fmt(r.baseline, 3))}</td>'
+                    f'<td class="num">{e(fmt(r.current, 3))}</td><td class="num">{e(fmt(r.change, 3))}</td>'
+                    f'<td class="detail">{e(r.detail)}</td></tr>')
+    flagged = (f'<table id="regressions"><thead><tr><th>Kind</th><th>Model</th><th>Metric</th><th>Where</th>'
+               f'<th>Baseline</th><th>Now</th><th>Change</th><th>Why</th></tr></thead><tbody>{"".join(rows)}'
+               '</tbody></table>' if rows else "<p>Nothing changed beyond the thresholds.</p>")
+    diff_rows = []
+    for c in diff_results(results, baseline, results.regressions):
+        ch = c.change
+        diff_rows.append(
+            f'<tr class="{e(c.flag)}"><td>{e(display_name(c.arch))} {e(c.format)}</td><td>{e(c.label)}</td>'
+            f'<td class="num">{e(fmt(c.baseline, 3)) if c.baseline is not None else gap("not in baseline")}</td>'
+            f'<td class="num">{e(fmt(c.current, 3)) if c.current is not None else gap("not in this run")}</td>'
+            f'<td class="num">{e(f"{ch:+.3f}") if ch is not None else ""}</td><td>{e(c.flag)}</td></tr>')
+    full = (f'<details><summary>Every compared number</summary><table class="diff"><thead><tr><th>Model</th>'
+            f'<th>Metric</th><th>Baseline</th><th>Now</th><th>Change</th><th>Flag</th></tr></thead>'
+            f'<tbody>{"".join(diff_rows)}</tbody></table></details>')
+    note = ("Latency is judged on the raw samples: flagged only when the median grew by more than the relative "
+            "floor and by more than the device's run-to-run noise (a multiple of the robust spread of the samples), "
+            "and a bootstrap of the medians agrees. A measurement present in the baseline and absent now is "
+            "reported as missing, not as a regression.")
+    return _section("baseline", "Compared with the baseline run", summary + flagged + full, note)
+
+
+def history_section(results: Results, history: Sequence[Results] | None) -> str:
+    if not history:
+        return ""
+    runs = sorted({r.run_id: r for r in list(history) + [results]}.values(), key=lambda r: r.created_at)[-14:]
+    keys = [(m.arch, m.format) for m in results.models]
+    head = "<tr><th>Run</th><th>Date (UTC)</th>" + "".join(
+        f"<th>{e(display_name(a))} {e(f)}<br><small>top-1 % \u00b7 score</small></th>" for a, f in keys) + "</tr>"
+    rows = []
+    for r in runs:
+        ms = {(m.arch, m.format): m for m in r.models}
+        cells = []
+        for k in keys:
+            m = ms.get(k)
+            if m is None or m.status != "ok" or m.top1 is None:
+                cells.append(f'<td class="num gapcell">{gap((m.reason if m else None) or "not in this run")}</td>')
+            else:
+                cells.append(f'<td class="num">{fmt(m.top1)} \u00b7 {fmt_score(m.score)}</td>')
+        cur = ' class="current"' if r.run_id == results.run_id else ""
+        rows.append(f"<tr{cur}><td>{e(r.run_id)}</td><td>{e(r.created_at.strftime('%Y-%m-%d %H:%M'))}</td>"
+                    + "".join(cells) + "</tr>")
+    table = f'<table id="history-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _section("history", "Recent runs", table, "Scores are on each run's own score basis.")
+
+
+def provenance_section(results: Results, benches: Sequence[BenchResult]) -> str:
+    p = results.params
+    items = [
+        ("Run", results.run_id), ("Created", results.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("Trigger", results.trigger), ("Code version", results.code_version),
+        ("Image", results.image or "not recorded (run outside a container)"),
+        ("Dataset fingerprint", results.dataset_fingerprint),
+        ("Dataset", f"{p.data} \u2014 " + ("SYNTHETIC images, accuracy says nothing about CamSDD"
+                                          if results.dataset_synthetic else "real images")),
+        ("Images per split", ", ".join(f"{k}: {v}" for k, v in results.dataset_counts.items())),
+        ("Files left out", f"{results.dataset_skipped} (each with its reason in "
+                           f"datasets/{results.dataset_fingerprint}/dataset.json)"),
+        *(("Dataset warning", w) for w in results.dataset_warnings),
+        ("Classes", str(len(results.classes))),
+        ("Architectures", ", ".join(p.archs)), ("Formats", ", ".join(p.formats)),
+        ("Input size (H\u00d7W)", "\u00d7".join(map(str, p.image_size))), ("Epochs", str(p.epochs)),
+        ("Initial weights", p.weights), ("Score C", f"{results.c:g}"), ("Score basis", results.score_basis),
+        ("Runner", p.runner_url or "in-process"),
+    ]
+    dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items)
+    settings: dict[str, set[str]] = {}
+    for b in benches:
+        settings.setdefault(b.device.id, set()).add(
+            f"{b.num_threads} threads, {b.warmup_runs} warm-up, {b.num_runs} timed runs")
+    dev_rows = []
+    for d in results.devices:
+        kind = host_badge() if d.backend == "host" else "iPhone"
+        dev_rows.append(f"<tr><td>{e(d.id)}</td><td>{e(d.name)}</td><td>{kind}</td><td>{e(d.model)}</td>"
+                        f"<td>{e(d.os)}</td><td>{e(', '.join(d.delegates))}</td>"
+                        f"<td>{e('; '.join(sorted(settings.get(d.id, set()))))}</td></tr>")
+    devices = (f'<table id="devices"><thead><tr><th>Device id</th><th>Name</th><th>Kind</th><th>Model</th>'
+               f'<th>OS</th><th>Delegates</th><th>Benchmark settings</th></tr></thead><tbody>{"".join(dev_rows)}'
+               '</tbody></table>')
+    miss_rows = "".join(
+        f"<tr><td>{e(m.step)}</td><td>{e(m.arch or '')}</td><td>{e(m.format or '')}</td><td>{e(m.device_id or '')}"
+        f"</td><td>{e(m.delegate or '')}</td><td>{e(m.reason)}</td></tr>" for m in results.missing)
+    missing = (f'<h3>Missing results</h3><table id="missing"><thead><tr><th>Step</th><th>Architecture</th>'
+               f'<th>Format</th><th>Device</th><th>Delegate</th><th>Reason</th></tr></thead><tbody>{miss_rows}'
+               '</tbody></table>' if results.missing else "<p>No missing results.</p>")
+    return _section("provenance", "Provenance", f'<dl class="prov">{dl}</dl><h3>Devices</h3>{devices}{missing}')
