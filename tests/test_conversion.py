@@ -11,8 +11,11 @@ from common import archs
 from common.conversion import (
     calibration_images,
     convert,
+    dynamic_tensors,
     export_saved_model,
+    gpu_compatibility,
     inspect_tflite,
+    max_output_difference,
     representative_from,
     requantization_mismatches,
     stratified_indices,
@@ -42,11 +45,11 @@ def converted(request, tmp_path_factory):
         path = work / f"{fmt}.tflite"
         path.write_bytes(convert(sm, fmt, representative_from(calib) if fmt == "int8" else None))
         out[fmt] = path
-    return name, model, out, probe
+    return name, model, out, probe, sm
 
 
 def test_formats_have_the_expected_io_and_size(converted):
-    name, _, paths, _ = converted
+    name, _, paths, _, _ = converted
     info = {fmt: inspect_tflite(p) for fmt, p in paths.items()}
     for fmt, (inp, out, ops) in info.items():
         assert inp.shape == [1, *SIZE, 3] and out.shape == [1, 30], (name, fmt)
@@ -64,7 +67,7 @@ def test_formats_have_the_expected_io_and_size(converted):
 
 
 def test_float_formats_agree_with_keras(converted):
-    name, model, paths, probe = converted
+    name, model, paths, probe, _ = converted
     want = np.asarray(model(probe))
     for fmt, tol in (("float32", 1e-4), ("float16", 2e-2), ("dynamic", 5e-2)):
         clf = TFLiteClassifier(paths[fmt])
@@ -73,7 +76,7 @@ def test_float_formats_agree_with_keras(converted):
 
 
 def test_int8_takes_uint8_pixels_and_returns_probabilities(converted):
-    name, model, paths, probe = converted
+    name, model, paths, probe, _ = converted
     clf = TFLiteClassifier(paths["int8"])
     assert clf.input["dtype"] == np.uint8
     scale, zp = clf.input["quantization"]
@@ -89,8 +92,19 @@ def test_int8_takes_uint8_pixels_and_returns_probabilities(converted):
     assert interp.get_tensor(clf.output["index"]).dtype == np.uint8
 
 
+def test_every_format_has_static_shapes_and_the_gpu_delegate_takes_every_op(converted):
+    name, _, paths, _, saved_model = converted
+    for fmt, path in paths.items():
+        count, examples = dynamic_tensors(path)
+        assert count == 0, (name, fmt, examples)
+        gpu = gpu_compatibility(path.read_bytes())
+        assert gpu.compatible and gpu.ops == [], (name, fmt, gpu.ops)
+    # the batch-1 export is the same network: the converted float model computes what Keras does
+    assert max_output_difference(paths["float32"].read_bytes(), saved_model) <= 1e-4
+
+
 def test_wrong_input_size_is_refused(converted):
-    _, _, paths, _ = converted
+    _, _, paths, _, _ = converted
     clf = TFLiteClassifier(paths["float32"])
     with pytest.raises(ValueError, match="does not match"):
         clf.predict_one(np.zeros((16, 16, 3), np.float32))
@@ -172,3 +186,52 @@ def test_int8_conversion_refuses_a_mis_scaled_byte_copy(tmp_path):
     assert _int8_error(model, blob, tmp_path, images) > 10  # what the check protects against
     with pytest.raises(ConversionError, match="REVERSE_V2"):
         convert(sm, "int8", representative_from(calib))
+
+
+def _squeeze_excite(size=(8, 12)):
+    """A squeeze-and-excitation block as EfficientNet has one: a Reshape of pooled channels."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*size, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    s = keras.layers.Reshape((1, 1, 4))(keras.layers.GlobalAveragePooling2D()(x))
+    x = keras.layers.Multiply()([x, s])
+    outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_a_dynamic_batch_is_refused_and_named(tmp_path):
+    import tensorflow as tf
+
+    model = _squeeze_excite()
+    # Keras' default export keeps the batch dimension open: the SE block's Reshape then reads
+    # the batch size at run time (SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE).
+    model.export(str(tmp_path / "dynamic"), format="tf_saved_model", verbose=False)
+    blob = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "dynamic")).convert()
+    count, examples = dynamic_tensors(blob)
+    assert count > 0 and "[-1, 8, 12, 3]" in examples[0]
+    gpu = gpu_compatibility(blob)
+    assert not gpu.compatible
+    reasons = {(i.op, i.reason) for i in gpu.ops}
+    assert ("SHAPE", "Not supported op SHAPE") in reasons
+    assert ("STRIDED_SLICE", "STRIDED_SLICE supports for 3 or 4 dimensional tensors only") in reasons
+    assert any("dynamic-shaped tensor" in r for _, r in reasons)
+    with pytest.raises(ConversionError, match=r"tensors with a dynamic shape .*batch-1 input signature"):
+        convert(tmp_path / "dynamic", "float32")
+    # the same model exported by scenebench: static, delegable, and the same outputs
+    sm = export_saved_model(model, tmp_path / "static")
+    static = convert(sm, "float32")
+    assert dynamic_tensors(static) == (0, [])
+    assert gpu_compatibility(static).compatible
+    assert max_output_difference(static, sm) <= 1e-6
+
+
+def test_output_check_catches_a_different_network(tmp_path):
+    import keras
+
+    first = export_saved_model(_squeeze_excite(), tmp_path / "a")
+    keras.utils.set_random_seed(1)
+    other = keras.models.clone_model(_squeeze_excite())  # same graph, other weights
+    blob = convert(export_saved_model(other, tmp_path / "b"), "float32")
+    assert max_output_difference(blob, first) > 1e-3
