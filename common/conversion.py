@@ -2,7 +2,8 @@
 
 Formats:
   float32  default conversion (the paper's "float")
-  int8     full integer: int8 kernels, uint8 input and output, calibrated on training images
+  int8     full integer: int8 kernels, uint8 input and output, calibrated on training images;
+           the input takes raw camera bytes (uint8 RGB, scale exactly 1, zero point 0)
   float16  weights stored as float16, computed in float (GPU delegates like it)
   dynamic  dynamic-range: int8 weights, float activations
 
@@ -59,7 +60,7 @@ def convert(saved_model_dir: Path, fmt: str,
         if representative is None:
             raise ConversionError("int8 conversion needs calibration images (a representative dataset)")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
+        converter.representative_dataset = with_full_pixel_range(representative)
         # Full integer: fail rather than silently keep float ops.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
@@ -77,12 +78,55 @@ def convert(saved_model_dir: Path, fmt: str,
             + "; ".join(examples) + ". The GPU delegate and Core ML need static shapes: export the Keras "
             "model with a batch-1 input signature (common.conversion.export_saved_model)")
     if fmt == "int8":
+        wrong = raw_pixel_input_problem(blob)
+        if wrong:
+            raise ConversionError(wrong)
         bad = requantization_mismatches(blob)
         if bad:
             raise ConversionError(
                 "int8 conversion gave byte-copying ops an output quantization different from their "
                 "input's, so the model would compute on wrongly scaled values: " + "; ".join(bad))
     return blob
+
+
+# The int8 input contract: an app hands the model its camera bytes as they are, and the
+# model's own layers normalise. The converter takes the uint8 input's scale and zero point
+# from the range of the calibration images' pixels: calibrating on photos whose pixels span
+# 20..230 gave scale 0.902, so raw camera bytes would reach the network about 10 % off. A
+# pixel of 0 and one of 255 in the calibration data make that range exactly 0..255, which is
+# scale 255 / 255 = 1 and zero point 0.
+RAW_PIXEL_SCALE = 1.0
+RAW_PIXEL_ZERO_POINT = 0
+
+
+def with_full_pixel_range(representative: Callable[[], Iterable[list[np.ndarray]]]):
+    """The calibration samples, preceded by a copy of the first one holding a 0 and a 255 pixel value."""
+
+    def gen():
+        first = True
+        for sample in representative():
+            if first:
+                edge = np.array(sample[0], dtype=np.float32, copy=True)
+                flat = edge.reshape(-1)
+                flat[0], flat[-1] = 0.0, 255.0
+                yield [edge, *sample[1:]]
+                first = False
+            yield sample
+
+    return gen
+
+
+def raw_pixel_input_problem(model: bytes | Path) -> str | None:
+    """Why an int8 model's input does not take raw uint8 pixels (scale 1, zero point 0), or None."""
+    inp = _interpreter(model).get_input_details()[0]
+    scale, zero_point = inp["quantization"]
+    dtype = np.dtype(inp["dtype"]).name
+    if dtype == "uint8" and scale == RAW_PIXEL_SCALE and zero_point == RAW_PIXEL_ZERO_POINT:
+        return None
+    return (f"the int8 model's input is {dtype} with scale {scale:.6g} and zero point {zero_point}; the contract is "
+            f"raw camera bytes: uint8 with scale {RAW_PIXEL_SCALE:g} and zero point {RAW_PIXEL_ZERO_POINT}, the "
+            "model's own layers normalising. The first layers of the model made the converter pick other input "
+            "parameters: start the model with its own preprocessing layer on the raw 0..255 pixels")
 
 
 # Integer kernels that move or pick bytes without requantizing: their output must carry the

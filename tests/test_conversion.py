@@ -79,9 +79,9 @@ def test_int8_takes_uint8_pixels_and_returns_probabilities(converted):
     name, model, paths, probe, _ = converted
     clf = TFLiteClassifier(paths["int8"])
     assert clf.input["dtype"] == np.uint8
-    scale, zp = clf.input["quantization"]
-    # Calibrated on pixels in 0..255: one input step is about one pixel level.
-    assert 0.5 < scale < 2.0 and 0 <= zp <= 255
+    # The contract: raw camera bytes, exactly (calibrated here on random pixels that never
+    # reach 0 or 255, which used to give a scale a little below 1).
+    assert clf.input["quantization"] == (1.0, 0)
     got = np.stack([clf.predict_one(x) for x in probe])
     assert got.shape == (4, 30)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=0.1)
@@ -142,11 +142,11 @@ def _preprocess_then_conv(preprocess):
     return keras.Model(inputs, outputs)
 
 
-def _int8_error(model, blob, tmp_path, images):
+def _int8_error(model, blob, tmp_path, images, raw_pixels=True):
     """Largest |int8 - Keras| over images, in output quantization steps."""
     path = tmp_path / "m.tflite"
     path.write_bytes(blob)
-    clf = TFLiteClassifier(path)
+    clf = TFLiteClassifier(path, raw_pixels=raw_pixels)
     got = np.stack([clf.predict_one(x) for x in images])
     return np.abs(got - np.asarray(model(images))).max() / clf.output["quantization"][0]
 
@@ -183,7 +183,8 @@ def test_int8_conversion_refuses_a_mis_scaled_byte_copy(tmp_path):
         pytest.skip(f"tensorflow {tf.__version__} keeps REVERSE_V2 at its input's scale")
     assert "REVERSE_V2" in bad[0]
     images = np.random.default_rng(1).integers(0, 256, (4, *SIZE, 3)).astype("float32")
-    assert _int8_error(model, blob, tmp_path, images) > 10  # what the check protects against
+    # raw_pixels=False: this converter's input scale comes from the random calibration pixels
+    assert _int8_error(model, blob, tmp_path, images, raw_pixels=False) > 10  # what the check protects against
     with pytest.raises(ConversionError, match="REVERSE_V2"):
         convert(sm, "int8", representative_from(calib))
 
@@ -235,3 +236,63 @@ def test_output_check_catches_a_different_network(tmp_path):
     other = keras.models.clone_model(_squeeze_excite())  # same graph, other weights
     blob = convert(export_saved_model(other, tmp_path / "b"), "float32")
     assert max_output_difference(blob, first) > 1e-3
+
+
+def test_int8_input_is_raw_pixels_whatever_the_calibration_range(tmp_path):
+    # Photos whose pixels span 20..230 used to give the uint8 input scale 0.902 (230 / 255):
+    # an app feeding camera bytes was 10 % off.
+    model = _preprocess_then_conv(keras_rescaling())
+    sm = export_saved_model(model, tmp_path / "sm")
+    rng = np.random.default_rng(0)
+    images = rng.integers(20, 231, (4, *SIZE, 3)).astype("float32")
+    calib = np.concatenate([images, rng.uniform(20, 230, (4, *SIZE, 3)).astype("float32")])
+    blob = convert(sm, "int8", representative_from(calib))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(blob)
+    inp, out, _ = inspect_tflite(path)
+    assert inp.dtype == "uint8" and (inp.quantization.scale, inp.quantization.zero_point) == (1.0, 0)
+    # camera bytes straight into the interpreter give what Keras gives on the same pixels
+    clf = TFLiteClassifier(path)
+    got = []
+    for x in images:
+        clf.interpreter.set_tensor(clf.input["index"], x[None].astype(np.uint8))
+        clf.interpreter.invoke()
+        got.append(clf._dequantize(clf.interpreter.get_tensor(clf.output["index"])[0]))
+    assert np.abs(np.stack(got) - np.asarray(model(images))).max() / out.quantization.scale < 3
+
+
+def keras_rescaling():
+    import keras
+
+    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+
+
+def test_int8_input_that_cannot_take_raw_pixels_is_refused_with_its_parameters(tmp_path):
+    import keras
+
+    # A first layer that joins the raw pixels with a rescaled copy: the quantizer gives both
+    # one scale, so the input can no longer take bytes as they are.
+    model = _preprocess_then_conv(
+        lambda x: keras.layers.Concatenate()([x, keras.layers.Rescaling(4.0)(x)]))
+    sm = export_saved_model(model, tmp_path / "sm")
+    calib = np.random.default_rng(0).uniform(0, 255, (8, *SIZE, 3)).astype("float32")
+    with pytest.raises(ConversionError, match=r"uint8 with scale 4 and zero point 0; the contract is raw camera "
+                                              r"bytes: uint8 with scale 1 and zero point 0"):
+        convert(sm, "int8", representative_from(calib))
+
+
+def test_evaluation_refuses_an_int8_input_that_is_not_raw_pixels(tmp_path):
+    import tensorflow as tf
+
+    model = _preprocess_then_conv(keras_rescaling())
+    sm = export_saved_model(model, tmp_path / "sm")
+    raw = tf.lite.TFLiteConverter.from_saved_model(str(sm))
+    raw.optimizations = [tf.lite.Optimize.DEFAULT]
+    raw.representative_dataset = representative_from(
+        np.random.default_rng(0).uniform(20, 230, (8, *SIZE, 3)).astype("float32"))
+    raw.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    raw.inference_input_type = raw.inference_output_type = tf.uint8
+    path = tmp_path / "old.tflite"
+    path.write_bytes(raw.convert())  # the converter's own choice: scale from the 20..230 range
+    with pytest.raises(ValueError, match="not raw pixels"):
+        TFLiteClassifier(path)
