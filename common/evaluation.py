@@ -8,8 +8,8 @@ from typing import Iterable
 import numpy as np
 
 from common import stats
-from common.metrics import accuracy, confusion_matrix, per_class_accuracy, topk_correct
-from common.schemas import Interval, PairedTest, PerImage
+from common.metrics import accuracy, confusion_matrix, per_class_accuracy, topk_correct, topk_tie_bounds
+from common.schemas import Interval, PairedTest, PerImage, TieRanges
 
 
 class TFLiteClassifier:
@@ -86,9 +86,20 @@ def summarize(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
         "top1_correct": top1,
         "top3_correct": top3,
         "per_image": PerImage(count=int(len(labels)), top1=stats.pack(top1), top3=stats.pack(top3)),
+        "ties": tie_ranges(probs, labels),
         "confusion": cm,
         "per_class": per_class_accuracy(cm),
     }
+
+
+def tie_ranges(probs: np.ndarray, labels: np.ndarray, digits: int = 4) -> TieRanges:
+    """How many images' top-1/top-3 rest on tied scores, and top-1/top-3 over every tie-break."""
+    worst1, best1 = topk_tie_bounds(probs, labels, 1)
+    worst3, best3 = topk_tie_bounds(probs, labels, 3)
+    on1, on3 = worst1 != best1, worst3 != best3
+    return TieRanges(images=int((on1 | on3).sum()), top1_images=int(on1.sum()), top3_images=int(on3.sum()),
+                     top1_min=round(100.0 * worst1.mean(), digits), top1_max=round(100.0 * best1.mean(), digits),
+                     top3_min=round(100.0 * worst3.mean(), digits), top3_max=round(100.0 * best3.mean(), digits))
 
 
 def interval(correct: np.ndarray, digits: int = 4) -> Interval:
@@ -112,4 +123,4 @@ def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
     return float(100.0 * (probs_a.argmax(axis=1) == probs_b.argmax(axis=1)).mean())
 
 
-__all__ = ["TFLiteClassifier", "summarize", "agreement", "interval", "paired_test", "topk_correct"]
+__all__ = ["TFLiteClassifier", "summarize", "agreement", "interval", "paired_test", "tie_ranges", "topk_correct"]

@@ -19,6 +19,26 @@ def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (order == labels[:, None]).any(axis=1)
 
 
+def topk_tie_bounds(probs: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: is the true label among the top k under the least and the most favourable
+    order of the classes that tie with it?
+
+    A uint8 softmax has 1/256 resolution, so classes tie; `topk_correct` breaks ties by class
+    index, which is a choice, not a measurement. The true label ranks somewhere from
+    (classes scoring higher) + 1 to (classes scoring higher) + (classes tied with it) + 1.
+    Returns (worst, best); a sample whose decision rests on a tie has worst != best.
+    """
+    probs = np.asarray(probs)
+    labels = np.asarray(labels).astype(np.int64)
+    if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"probs {probs.shape} and labels {labels.shape} do not line up")
+    k = min(k, probs.shape[1])
+    true = probs[np.arange(len(labels)), labels][:, None]
+    higher = (probs > true).sum(axis=1)
+    tied = (probs == true).sum(axis=1) - 1
+    return higher + tied < k, higher < k
+
+
 def accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Top-k accuracy in percent."""
     if len(labels) == 0:

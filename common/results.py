@@ -106,6 +106,7 @@ def build_results(
                 m.top1, m.top3, m.keras_top1, m.drop_top1 = ev.top1, ev.top3, ev.keras_top1, ev.drop_top1
                 m.count, m.top1_ci, m.top3_ci = ev.count, ev.top1_ci, ev.top3_ci
                 m.drop_top1_test, m.drop_top3_test, m.per_image = ev.drop_top1_test, ev.drop_top3_test, ev.per_image
+                m.ties = ev.ties
             for key, b in benches.get((arch, fmt), []):
                 if b.model_sha256 != conv.model.sha256:
                     continue  # a measurement of an older file of this model
@@ -156,6 +157,15 @@ def _p(v: float) -> str:
     return f"{v:.2g}" if v >= 0.001 else "<0.001"
 
 
+def _accuracy(m: ModelResult, metric: str) -> str:
+    """'92.5 ±1.1', and where the decision of some images rests on tied scores, the range over tie-breaks."""
+    text = plus_minus(getattr(m, metric), getattr(m, f"{metric}_ci"))
+    t = m.ties
+    if t is not None and getattr(t, f"{metric}_images"):
+        text += f" (ties {getattr(t, f'{metric}_min'):.1f}..{getattr(t, f'{metric}_max'):.1f})"
+    return text
+
+
 def _drop(m: ModelResult) -> str:
     """Keras minus TFLite top-1 with its paired interval and McNemar p, e.g. '0.8 ±1.0, p 0.12'."""
     t = m.drop_top1_test
@@ -182,8 +192,8 @@ def render_leaderboard(results: Results) -> str:
     for i, m in enumerate(ranked(results), 1):
         basis = next((e for e in m.latency if m.score_basis and entry_label(e) == m.score_basis), None)
         lines.append(
-            f"| {i} | {m.arch} | {m.format} | {_f(m.size_mb, 2)} | {plus_minus(m.top1, m.top1_ci)} | "
-            f"{plus_minus(m.top3, m.top3_ci)} | {_f(m.keras_top1)} | {_drop(m)} | "
+            f"| {i} | {m.arch} | {m.format} | {_f(m.size_mb, 2)} | {_accuracy(m, 'top1')} | "
+            f"{_accuracy(m, 'top3')} | {_f(m.keras_top1)} | {_drop(m)} | "
             f"{_f(basis.mean_ms if basis else None, 2)} | "
             f"{m.score_basis or (m.reason or 'not measured')} | {_f(basis.peak_memory_mb if basis else None)} | "
             f"{_score(m.score)} |")
@@ -192,7 +202,9 @@ def render_leaderboard(results: Results) -> str:
         lines += ["", f"top-1/top-3: ± is half the width of the seeded 95 % bootstrap interval over the "
                   f"{'/'.join(map(str, counts))} validation images. drop pts: Keras top-1 minus TFLite top-1 on "
                   "the same images, ± its paired bootstrap interval, p the exact McNemar test (p < 0.05: the "
-                  "conversion changed accuracy beyond chance)."]
+                  "conversion changed accuracy beyond chance). (ties a..b): some images' decision rests on "
+                  "classes with equal scores (an int8 softmax has 1/256 resolution); the value breaks ties by "
+                  "class index, a..b is the accuracy over every tie-break."]
     all_entries = [(m, e) for m in results.models for e in m.latency]
     if all_entries:
         lines += ["", "## Latency on every device and delegate", "",

@@ -246,6 +246,21 @@ class PerImage(Doc):
     top3: str
 
 
+class TieRanges(Doc):
+    """Accuracy over every order of tied classes (a uint8 softmax has 1/256 resolution).
+
+    top1/top3 of the document break ties by class index; these give how far that choice moves them.
+    """
+
+    images: int = Field(description="images whose top-1 or top-3 decision rests on a tie")
+    top1_images: int
+    top3_images: int
+    top1_min: float
+    top1_max: float
+    top3_min: float
+    top3_max: float
+
+
 class ClassAccuracy(Doc):
     index: int
     name: str
@@ -274,6 +289,7 @@ class EvalReport(Versioned):
     drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
     drop_top3_test: PairedTest | None = None
     per_image: PerImage | None = None
+    ties: TieRanges | None = None
     seconds: float
     cache_key: str
     code_version: str
@@ -378,6 +394,7 @@ class ModelResult(Doc):
     drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
     drop_top3_test: PairedTest | None = None
     per_image: PerImage | None = None
+    ties: TieRanges | None = None
     dynamic_tensors: int | None = Field(default=None, description="from convert.json; 0 for every model we ship")
     gpu_compatibility: GpuCompatibility | None = None
     input_quantization: Quantization | None = Field(default=None, description="uint8 input scale/zero point (int8)")

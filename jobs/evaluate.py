@@ -82,13 +82,14 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
         drop_top3=None if keras_top3 is None else round(keras_top3 - s["top3"], 4),
         agreement_with_keras=None if agree is None else round(agree, 4),
         top1_ci=s["top1_ci"], top3_ci=s["top3_ci"], drop_top1_test=test1, drop_top3_test=test3,
-        per_image=s["per_image"],
+        per_image=s["per_image"], ties=s["ties"],
         seconds=round(time.monotonic() - t0, 2), cache_key=cache_key, code_version=code_version(),
     )
     store.put_json(layout.eval_json(run_id, arch, fmt), report)
     return {"cached": False, "count": report.count, "top1": report.top1, "top3": report.top3,
             "top1_ci": [report.top1_ci.lo, report.top1_ci.hi], "drop_top1": report.drop_top1,
-            "drop_top1_p": test1.p_value if test1 is not None else None, "seconds": report.seconds}
+            "drop_top1_p": test1.p_value if test1 is not None else None, "tied_images": report.ties.images,
+            "top1_over_ties": [report.ties.top1_min, report.ties.top1_max], "seconds": report.seconds}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,6 +71,8 @@ def test_results_have_every_model_measured_and_scored(two_runs):
         assert m.count == r.dataset_counts["validation"] and m.per_image.count == m.count
         assert m.top1_ci.lo <= m.top1 <= m.top1_ci.hi and m.top3_ci.lo <= m.top3 <= m.top3_ci.hi
         assert m.drop_top1_test is not None and 0 < m.drop_top1_test.p_value <= 1
+        eps = 1e-3  # rounding of the stored numbers
+        assert m.ties.top1_min - eps <= m.top1 <= m.ties.top1_max + eps and m.ties.images >= 0
         conv = store.get_model(layout.convert_json("run-a", m.arch, m.format), ConvertReport)
         assert conv.dynamic_tensors == 0 == m.dynamic_tensors and conv.input.shape[0] == 1
         assert conv.gpu_compatibility.compatible and m.gpu_compatibility == conv.gpu_compatibility

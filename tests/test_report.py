@@ -385,7 +385,22 @@ def test_model_files_show_static_shapes_gpu_verdict_and_input(fixture_run):
     ok = rows["mobilenet_v2/int8"].find_all("td")
     assert ok[2].text() == "0" and "takes every op" in ok[3].text()
     assert ok[4].text() == "uint8 RGB pixels, scale 1, zero point 0"
+    t = next(x for x in results.models if (x.arch, x.format) == ("mobilenet_v2", "int8")).ties
+    assert ok[5].text().startswith("4") and f"top-1 {t.top1_min:.2f}..{t.top1_max:.2f} %" in ok[5].text()
+    assert bad[5].text() == "0"  # float scores do not tie
     # beside the paper's "could not run EfficientNet on the GPU": what our file allows
     t12 = root.find("table", id="paper-iphone-12-pro")
     verdicts = [v.text() for v in t12.find_all("small", cls="gpu-verdict")]
     assert len(verdicts) == 4 and any("cannot take: SHAPE" in v for v in verdicts)
+
+
+def test_paper_figures_say_which_table_they_come_from(fixture_run):
+    root = parse(render_report(fixture_run.results, fixture_run.evals, fixture_run.benches)).root
+    t12 = root.find("table", id="paper-iphone-12-pro")
+    scores = [td for td in t12.find_all("td") if td.attrs.get("title", "").startswith("Table 2")]
+    assert len(scores) == 4
+    effnet_int8 = next(td for td in scores if td.text().startswith("1.3533"))
+    assert "Table 2, 0.28 s" in effnet_int8.text() and "implies top-3 98.3 %" in effnet_int8.attrs["title"]
+    cpu = {td.text() for td in t12.find_all("td") if td.attrs.get("title") == "Table 3"}
+    assert {"0.272", "0.283"} <= cpu
+    assert "0.27 / 0.28 s where Table 3 has 0.272 / 0.283 s" in root.find("section", id="paper").text()

@@ -141,3 +141,8 @@ def test_accuracy_carries_its_interval_into_results_and_the_leaderboard():
     assert plus_minus(m.top1, m.top1_ci) in row and plus_minus(m.top3, m.top3_ci) in row
     assert f"{plus_minus(t.diff, t.ci)}, p " in row
     assert "bootstrap interval over the 600 validation images" in board and "McNemar" in board
+    # where some decisions rest on tied int8 scores, the range over tie-breaks
+    assert m.ties == ev.ties and m.ties.top1_images == 2
+    assert f"(ties {m.ties.top1_min:.1f}..{m.ties.top1_max:.1f})" in row
+    f32 = next(line for line in board.splitlines() if "| mobilenet_v2 | float32 |" in line)
+    assert "ties" not in f32

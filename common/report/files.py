@@ -1,4 +1,4 @@
-"""The report's section on each model file: static shapes, the GPU delegate check, what the input takes."""
+"""The report's section on each model file: static shapes, the GPU delegate check, the input, ties."""
 
 from __future__ import annotations
 
@@ -24,20 +24,33 @@ def _gpu_cell(m: ModelResult) -> str:
     return f'<td class="gpu-bad" title="{e(why)}">{e(text)}</td>'
 
 
+def _ties_cell(m: ModelResult) -> str:
+    t = m.ties
+    if t is None:
+        return f'<td class="num gapcell">{gap("not recorded (evaluated by older code)")}</td>'
+    if not t.images:
+        return '<td class="num" data-v="0">0</td>'
+    ranges = f"top-1 {t.top1_min:.2f}..{t.top1_max:.2f} %, top-3 {t.top3_min:.2f}..{t.top3_max:.2f} %"
+    tip = f"{t.top1_images} top-1 and {t.top3_images} top-3 decisions rest on a tie"
+    return (f'<td class="num" data-v="{t.images}" title="{e(tip)}">{t.images}'
+            f'<small class="sub">{e(ranges)}</small></td>')
+
+
 def files_section(results: Results) -> str:
     rows = []
     for m in results.models:
         name = f"<td>{e(display_name(m.arch))}</td><td>{e(m.format)}</td>"
         if m.status != "ok":
             why = m.reason or "model failed"
-            rows.append(f"<tr>{name}" + "".join(f'<td class="gapcell">{gap(why)}</td>' for _ in range(3)) + "</tr>")
+            rows.append(f"<tr>{name}" + "".join(f'<td class="gapcell">{gap(why)}</td>' for _ in range(4)) + "</tr>")
             continue
         dyn = (f'<td class="num">{m.dynamic_tensors}</td>' if m.dynamic_tensors is not None
                else f'<td class="num gapcell">{gap("not recorded (converted by older code)")}</td>')
         rows.append(f'<tr data-model="{e(m.arch)}/{e(m.format)}">{name}{dyn}{_gpu_cell(m)}'
-                    f"<td>{e(_input_text(m))}</td></tr>")
+                    f"<td>{e(_input_text(m))}</td>{_ties_cell(m)}</tr>")
     table = ('<table id="files-table"><thead><tr><th>Architecture</th><th>Format</th>'
-             '<th>Dynamic-shape tensors</th><th>GPU delegate (op check of the file)</th><th>Input</th></tr></thead>'
+             '<th>Dynamic-shape tensors</th><th>GPU delegate (op check of the file)</th><th>Input</th>'
+             '<th>Images on a tie<br><small>accuracy over every tie-break</small></th></tr></thead>'
              f'<tbody>{"".join(rows)}</tbody></table>')
     note = ("Every model is converted with batch 1 and must have no tensor with a dynamic shape (\u22121 in its "
             "shape signature): the paper could not run EfficientNet on the GPU or the Neural Engine because of "
@@ -45,6 +58,9 @@ def files_section(results: Results) -> str:
             "(gpu_compatibility.cc: its op set, tensor types, slice rank) and the static-shape rule to the file; "
             "TensorFlow's own analyzer no longer checks ops for the GPU (it calls every model compatible). It does "
             "not replace a run on a phone's GPU, which the latency columns show when one was measured. int8 models "
-            "take raw camera bytes: uint8 RGB with scale exactly 1 and zero point 0.")
-    return (f'<section id="files"><h2>Model files: static shapes, GPU delegate, input</h2><p class="note">{note}</p>'
+            "take raw camera bytes: uint8 RGB with scale exactly 1 and zero point 0. Their uint8 softmax has 1/256 "
+            "resolution, so classes can tie: the last column counts the validation images whose top-1 or top-3 "
+            "decision rests on a tie, and gives top-1 and top-3 over every way of breaking those ties (the "
+            "leaderboard's value breaks them by class index).")
+    return (f'<section id="files"><h2>Model files: static shapes, GPU delegate, input, ties</h2><p class="note">{note}</p>'
             f"{table}</section>")
