@@ -328,3 +328,34 @@ def test_json_logs_stay_off_stdout_where_the_answer_goes(tiny_models):
     assert '"event": "try_summary"' in proc.stderr
     listing = _cli("devices", env={"SCENEBENCH_LOG_FORMAT": "json"})
     assert listing.returncode == 0 and listing.stdout.startswith("host-") and len(listing.stdout.splitlines()) == 1
+
+
+def test_benchmark_step_records_the_conditions_of_each_iphone_job(fake_xcrun, runner_factory, tmp_path, tiny_models):
+    """jobs.benchmark against a real runner driving the stand-in xcrun: every bench document says how it was taken."""
+    from common import layout
+    from common.schemas import ArtifactRef, BenchResult, ConvertReport, TensorInfo
+    from common.store import LocalStore
+    from jobs import benchmark
+
+    store = LocalStore(tmp_path / "artifacts")
+    key = layout.tflite_model("r1", "mobilenet_v2", "float32")
+    info = store.put_file(key, tiny_models.float32)
+    store.put_json(layout.convert_json("r1", "mobilenet_v2", "float32"), ConvertReport(
+        run_id="r1", arch="mobilenet_v2", format="float32", model=ArtifactRef(key=key, sha256=info.sha256,
+                                                                              size=info.size),
+        size_mb=0.1, input=TensorInfo(name="in", dtype="float32", shape=[1, 32, 48, 3]),
+        output=TensorInfo(name="out", dtype="float32", shape=[1, 5]), op_counts={"CONV_2D": 2}, converter="test",
+        seconds=0.1, source_model_sha256="0" * 64, cache_key="k", code_version="test"))
+    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", fake_xcrun.app, "--cooldown-s", "0"],
+                        env=fake_xcrun.env).start()
+    assert benchmark.main(["--store", store.uri, "--run-id", "r1", "--arch", "mobilenet_v2", "--format", "float32",
+                           "--runner-url", rp.url, "--runner-token", rp.token, "--devices", DEVICE_ID]) == 0
+    docs = {b.delegate_requested: b for b in (store.get_model(k, BenchResult)
+                                               for k in store.list(layout.bench_prefix("r1", "mobilenet_v2", "float32")))}
+    assert set(docs) == {"cpu", "gpu", "coreml"}
+    assert docs["coreml"].delegate_applied == "partial" and "3 of 71 nodes" in docs["coreml"].reason
+    assert (docs["coreml"].conditions.delegated_nodes, docs["coreml"].conditions.total_nodes) == (3, 71)
+    assert docs["gpu"].conditions.gpu_precision_loss_allowed is True and docs["gpu"].delegate_applied == "gpu"
+    for b in docs.values():
+        assert b.conditions.memory_pass == "separate" and b.conditions.os_build == "21F90"
+        assert len(b.samples_ms) == b.timings_ms.count and b.timings_ms.p90 is not None
