@@ -359,3 +359,19 @@ def test_benchmark_step_records_the_conditions_of_each_iphone_job(fake_xcrun, ru
     for b in docs.values():
         assert b.conditions.memory_pass == "separate" and b.conditions.os_build == "21F90"
         assert len(b.samples_ms) == b.timings_ms.count and b.timings_ms.p90 is not None
+
+
+def test_runner_md_keeps_the_first_contact_checklist_and_honest_labels():
+    text = (Path(__file__).parent.parent / "RUNNER.md").read_text()
+    assert "(Neural Engine)" not in text and "`coreml` (Core ML)" in text
+    first = text[text.index("7. **First contact"):text.index("8. **Install the runner**")]
+    for step in ("xcrun devicectl device process launch", "--json-output launch.json",
+                 "xcrun devicectl device process terminate", "python -m runner devices --backend ios",
+                 "python -m runner try --backend ios", "**Save as fixtures**", "tests/data/devicectl/list_devices.json",
+                 "tests/data/ios_logs/"):
+        assert step in first, step
+    assert first.index("xcrun devicectl device process launch") < first.index("python -m runner devices") \
+        < first.index("python -m runner try")
+    # every runner setting of the ios backend is documented
+    for flag in ("--thermal-wait-s", "--cooldown-s", "--memory-runs", "--job-timeout-s", "--ios-bundle-id"):
+        assert f"| `{flag}` |" in text, flag
