@@ -69,7 +69,7 @@ def bench_repeatability(out: Path, image_size: tuple[int, int] = (384, 576), rep
             r = _job(path, num_runs, warmup_runs, num_threads)
             t = r["timings_ms"]
             samples = r["samples_ms"]
-            jobs[fmt].append({"mean_ms": t["mean"], "p50_ms": t["p50"], "std_ms": t["std"],
+            jobs[fmt].append({"mean_ms": t["mean"], "p50_ms": t["p50"], "std_ms": t["std"], "min_ms": t["min"],
                               "within_job_cv": statistics.pstdev(samples) / statistics.mean(samples),
                               "count": t["count"], "device": r["device"]["name"]})
             time.sleep(1.0)
@@ -83,6 +83,8 @@ def bench_repeatability(out: Path, image_size: tuple[int, int] = (384, 576), rep
             "job_means_ms": [round(m, 4) for m in means],
             "cv_of_means": round(cv, 5),
             "cv_of_medians": round(_cv(medians), 5),
+            # The fastest run of each job: what the code gives when the machine leaves it alone.
+            "cv_of_minimums": round(_cv([j["min_ms"] for j in rows]), 5),
             "within_job_cv_median": round(statistics.median(j["within_job_cv"] for j in rows), 5),
             "max_over_min_mean": round(max(means) / min(means), 4),
             "meets_goal": cv <= GOAL_CV,
@@ -114,16 +116,17 @@ def verdict(per_format: dict, load_before: tuple, load_after: tuple) -> str:
         return f"repeatable: CV of the job means at most {worst['cv_of_means']:.2%} (goal {GOAL_CV:.0%})"
     cores = os.cpu_count() or 1
     return (f"goal missed: this host is too noisy. The job means vary by up to {worst['cv_of_means']:.1%} "
-            f"(max/min {worst['max_over_min_mean']:.2f}), while the runs within one job vary by "
-            f"{worst['within_job_cv_median']:.1%}; load average {max(load_before[0], load_after[0]):.1f} on "
-            f"{cores} cores. The spread comes from the machine, not from the measurement code.")
+            f"(max/min {worst['max_over_min_mean']:.2f}); the runs within one job vary by "
+            f"{worst['within_job_cv_median']:.1%} and the jobs' fastest runs by {worst['cv_of_minimums']:.1%}; "
+            f"load average {max(load_before[0], load_after[0]):.1f} on {cores} cores.")
 
 
 def summary_lines(doc: dict) -> list[str]:
     lines = []
     for fmt, f in doc["per_format"].items():
         lines.append(f"| runner repeatability, host backend, MobileNetV2 {fmt}: CV of {doc['settings']['repeats']} "
-                     f"fresh-process job means | {f['cv_of_means']:.2%} (medians {f['cv_of_medians']:.2%}; within a "
-                     f"job {f['within_job_cv_median']:.1%}) | ≤ {doc['goal_cv']:.0%} |")
+                     f"fresh-process job means | {f['cv_of_means']:.2%} (medians {f['cv_of_medians']:.2%}, fastest "
+                     f"runs {f['cv_of_minimums']:.2%}; within a job {f['within_job_cv_median']:.1%}) | "
+                     f"≤ {doc['goal_cv']:.0%} |")
     lines.append(f"| repeatability verdict | {doc['verdict']} | |")
     return lines
