@@ -21,7 +21,7 @@ from common.schemas import THERMAL_STATES
 START_MARKER = "scenebench-benchmark-start"
 END_MARKER = "scenebench-benchmark-end"
 SAMPLES_MARKER = "scenebench-samples"
-STATE_MARKER = "scenebench-device-state"
+STATE_MARKER = "scenebench-phone-state"
 THERMAL_WAIT_MARKER = "scenebench-thermal-wait"
 
 # iostream prints doubles like %g (2.95034e+06).

@@ -36,7 +36,7 @@ constexpr const char* kEndMarker = "scenebench-benchmark-end";
 // Lines the runner reads besides benchmark_model's: per-run durations, the phone's state, the
 // wait for a cool phone (runner/ios_log.py parses them).
 constexpr const char* kSamplesMarker = "scenebench-samples";
-constexpr const char* kStateMarker = "scenebench-device-state";
+constexpr const char* kStateMarker = "scenebench-phone-state";
 constexpr const char* kThermalWaitMarker = "scenebench-thermal-wait";
 // benchmark_params.json keys with this prefix are for the app; they are not benchmark_model flags.
 constexpr const char* kAppParamPrefix = "scenebench_";
