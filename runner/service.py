@@ -32,6 +32,7 @@ from runner.locks import DeviceLocks, describe, this_process
 MAX_BODY = 1 << 20
 DEVICE_CACHE_S = 5.0  # listing iPhones spawns devicectl; a burst of submissions shares one listing
 IDLE_POLL_S = 1.0
+LINGER_S = 0.5  # how long a closing connection's late bytes are read and dropped
 
 
 class Scheduler:
@@ -201,7 +202,11 @@ def body_length(headers) -> int:
     value = values[0].strip()
     if not _DIGITS.fullmatch(value):
         raise _BadFraming(400, f"Content-Length must be one non-negative integer, not {value[:40]!r}")
-    length = int(value)
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_BODY)):  # before int(): Python refuses to parse over 4300 digits
+        raise _BadFraming(413, f"body of {len(digits)}-digit length is larger than the {MAX_BODY} bytes the "
+                               f"runner accepts")
+    length = int(digits)
     if length > MAX_BODY:
         raise _BadFraming(413, f"body of {length} bytes is larger than the {MAX_BODY} bytes the runner accepts")
     return length
@@ -289,21 +294,42 @@ class RunnerHTTPServer(ThreadingHTTPServer):
         try:
             request.settimeout(0.5)  # a fresh socket's send buffer takes this at once; never stall accepting
             request.sendall(head + body)
-            # Read what the client already sent: closing with unread bytes makes the kernel send
-            # RST, which can destroy the 503 before the client reads it.
+            request.shutdown(socket.SHUT_WR)
+            # Only what has already arrived is read (see shutdown_request): this thread accepts.
             request.setblocking(False)
             while request.recv(1 << 16):
                 pass
         except OSError:
             pass
         finally:
-            self.shutdown_request(request)
+            self.close_request(request)
         self._refused += 1
         now = time.monotonic()
         if now - self._refused_logged_at > 5.0:  # a flood must not flood the log too
             self.log.warning("http_connections_refused", count=self._refused, client=client_address[0],
                              max_connections=self.max_connections)
             self._refused, self._refused_logged_at = 0, now
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        """Close after reading what the client still sends, for a moment.
+
+        Closing a socket with unread bytes makes the kernel send RST, and a RST can destroy
+        the answer before the client reads it: a 400 for a bad length, sent before the body
+        it announced, would then look like a dropped connection.
+        """
+        try:
+            request.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_S
+            drained = 0
+            while drained < MAX_BODY and (left := deadline - time.monotonic()) > 0:
+                request.settimeout(left)
+                chunk = request.recv(1 << 16)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+        self.close_request(request)
 
     def handle_error(self, request, client_address) -> None:
         exc = sys.exc_info()[1]
