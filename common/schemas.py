@@ -183,6 +183,20 @@ class TensorInfo(Doc):
     quantization: Quantization | None = None
 
 
+class GpuOpIssue(Doc):
+    op: str
+    nodes: list[int] = Field(description="operator indices in the model's main subgraph")
+    reason: str = Field(description="as the analyzer gives it")
+
+
+class GpuCompatibility(Doc):
+    """TensorFlow's model analyzer on the .tflite, checked against the GPU delegate's op rules."""
+
+    compatible: bool
+    ops: list[GpuOpIssue] = Field(default_factory=list, description="ops the GPU delegate cannot take")
+    tool: str
+
+
 class ConvertReport(Versioned):
     kind: Literal["convert"] = "convert"
     run_id: str
@@ -196,6 +210,11 @@ class ConvertReport(Versioned):
     converter: str
     seconds: float
     calibration_samples: int = 0
+    tensors: int | None = Field(default=None, description="tensors in the model")
+    dynamic_tensors: int | None = Field(default=None, description="tensors with -1 in their shape signature (must be 0)")
+    gpu_compatibility: GpuCompatibility | None = None
+    max_output_difference: float | None = Field(
+        default=None, description="largest |TFLite - SavedModel| softmax output on seeded random photos")
     source_model_sha256: str
     cache_key: str
     code_version: str
@@ -433,6 +452,9 @@ class ModelResult(Doc):
     drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
     drop_top3_test: PairedTest | None = None
     per_image: PerImage | None = None
+    dynamic_tensors: int | None = Field(default=None, description="from convert.json; 0 for every model we ship")
+    gpu_compatibility: GpuCompatibility | None = None
+    input_quantization: Quantization | None = Field(default=None, description="uint8 input scale/zero point (int8)")
     latency: list[LatencyEntry] = Field(default_factory=list)
     score: float | None = Field(default=None, description="MAI score on the score basis device/delegate")
     score_runtime_s: float | None = None

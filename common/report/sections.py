@@ -22,6 +22,7 @@ from common.report.cells import (
     fmt_score,
     gap,
     gap_reason,
+    gpu_verdict,
     host_badge,
     latency_value,
     measurement_notes,
@@ -303,13 +304,17 @@ def paper_section(results: Results) -> str:
                 ours.append(f'<td class="num">{fmt(m.size_mb)}</td><td class="num">{fmt(m.top1)}</td>')
                 for dlg in ("cpu", "gpu", "coreml"):
                     le = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == dlg), None)
+                    # Beside the paper's "could not run on the GPU": whether ours can, by its file
+                    verdict = (f'<small class="sub gpu-verdict">{e(gpu_verdict(m))}</small>'
+                               if dlg == "gpu" else "")
                     if not ours_label:
-                        ours.append(f'<td class="num gapcell">{gap("no " + phone + " in the device farm")}</td>')
+                        ours.append(f'<td class="num gapcell">{gap("no " + phone + " in the device farm")}{verdict}</td>')
                     elif le is None or le.status != "ok" or le.mean_ms is None:
                         col = Column(dev_id, dlg, "", "", "", "host" if ours_host else "ios")
-                        ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}</td>')
+                        ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}{verdict}</td>')
                     else:
-                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}</td>')
+                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}'
+                                    f'{verdict}</td>')
                 cpu = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == "cpu"), None)
                 ram = cpu.peak_memory_mb if cpu is not None and cpu.status == "ok" else None
                 ours.append(f'<td class="num">{fmt(ram, 0)}</td>' if ram is not None
