@@ -8,6 +8,7 @@ from common.report.files import files_section
 from common.report.sections import (
     baseline_section,
     best_section,
+    conditions_section,
     conversion_section,
     distribution_section,
     history_section,
@@ -55,6 +56,7 @@ td.reg,tr.regression td{background:var(--reg)!important}
 td.imp,tr.improvement td{background:var(--imp)!important}
 tr.missing td{background:#f1f1f1}
 .flag{display:block;font-size:10px;font-weight:700;color:#b42318}
+.mflag{display:block;font-size:10px;font-weight:600;color:#9a3412;white-space:normal;max-width:180px}
 td.imp .flag{color:#1a7f37}
 tr.failed td{color:var(--muted)}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
@@ -172,7 +174,7 @@ def render_report(
     nav = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in (
         ("leaderboard", "Leaderboard"), ("baseline", "Baseline"), ("pareto", "Accuracy vs latency"),
         ("paper", "Paper"), ("best", "Best model"), ("conversion", "Conversion loss"), ("files", "Model files"),
-        ("latency", "Latency samples"), ("provenance", "Provenance")))
+        ("latency", "Latency samples"), ("conditions", "Measurement conditions"), ("provenance", "Provenance")))
     sections = [
         leaderboard(results),
         baseline_section(results, baseline),
@@ -182,6 +184,7 @@ def render_report(
         conversion_section(results, evals),
         files_section(results),
         distribution_section(results, benches),
+        conditions_section(results),
         history_section(results, history),
         provenance_section(results, benches),
     ]
