@@ -74,6 +74,10 @@ def convert_json(run_id: str, arch: str, fmt: str) -> str:
     return f"runs/{run_id}/{arch}/{fmt}/convert.json"
 
 
+def quant_debug_json(run_id: str, arch: str, fmt: str) -> str:
+    return f"runs/{run_id}/{arch}/{fmt}/quant_debug.json"
+
+
 def eval_json(run_id: str, arch: str, fmt: str) -> str:
     return f"runs/{run_id}/{arch}/{fmt}/eval.json"
 
