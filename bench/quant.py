@@ -63,32 +63,6 @@ def _job(module: str, args: list[str], env: dict, log) -> None:
           flush=True)
 
 
-# ---------------------------------------------------------------- statistics
-# Paired over the same validation images. Written here until common.stats (bootstrap and exact
-# McNemar for the evaluate step) is on main; then these two calls switch to it.
-def paired_bootstrap_ci(correct_a: np.ndarray, correct_b: np.ndarray, n: int = 10000, seed: int = 0) -> list[float]:
-    """95 % interval of (top-1 of a) - (top-1 of b), points, resampling images with replacement."""
-    d = correct_a.astype(np.float64) - correct_b.astype(np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(n, len(d)))
-    means = d[idx].mean(axis=1) * 100.0
-    return [round(float(np.percentile(means, 2.5)), 3), round(float(np.percentile(means, 97.5)), 3)]
-
-
-def mcnemar_exact_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
-    """Two-sided exact McNemar p: binomial test on the images exactly one model gets right."""
-    from math import comb
-
-    b = int(np.sum(correct_a & ~correct_b))
-    c = int(np.sum(~correct_a & correct_b))
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(comb(n, i) for i in range(k + 1)) / 2.0 ** n
-    return round(min(1.0, 2.0 * tail), 6)
-
-
 # ---------------------------------------------------------------- evaluation
 def validation_set(store, manifest, image_size):
     from common import dataset as data
@@ -118,12 +92,15 @@ def host_ms(path: Path, runs: int = 30) -> float:
 
 def row(arch: str, fmt: str, n_cal: int, labels, float_pred, pred, keras_pred, size_bytes: int, ms: float,
         extra: dict | None = None) -> dict:
+    from common.stats import mcnemar_exact, paired_difference_interval
+
     ok_f, ok_q = float_pred == labels, pred == labels
     float_top1, top1 = 100.0 * ok_f.mean(), 100.0 * ok_q.mean()
+    ci = paired_difference_interval(ok_f, ok_q)
     return {"arch": arch, "format": fmt, "calibration_samples": n_cal,
             "float_top1": round(float(float_top1), 3), "top1": round(float(top1), 3),
-            "drop_pts": round(float(float_top1 - top1), 3), "drop_ci95": paired_bootstrap_ci(ok_f, ok_q),
-            "mcnemar_p": mcnemar_exact_p(ok_f, ok_q),
+            "drop_pts": round(float(float_top1 - top1), 3), "drop_ci95": [round(ci.lo, 3), round(ci.hi, 3)],
+            "mcnemar_p": round(mcnemar_exact(ok_f, ok_q).p_value, 6),
             "agreement": round(float(100.0 * (pred == keras_pred).mean()), 3),
             "size_mb": round(size_bytes / 1e6, 3), "host_ms": ms, "images": int(len(labels)), **(extra or {})}
 
