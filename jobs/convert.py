@@ -57,7 +57,7 @@ def saved_model_for(store: ArtifactStore, train: TrainReport) -> Path:
 
 
 def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
-    from common import conversion
+    from common import conversion, quantdebug
 
     run_id = require_run_id(settings)
     arch, fmt = settings.arch, settings.format
@@ -84,8 +84,6 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     t0 = time.monotonic()
     debug_layers, float_layers, calibrated = None, [], None
     if fmt == "int8-selective":
-        from common import quantdebug
-
         sel = quantdebug.selective(saved_model, representative, settings.float_layers)
         blob, float_layers, calibrated = sel.model, [x.tensor for x in sel.float_layers], sel.calibrated
         log.info("float_layers", layers=[f"{x.op} {'/'.join(x.layers)} ({x.rmse_over_scale})" for x in sel.float_layers])
@@ -105,9 +103,10 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         run_id=run_id, arch=arch, format=fmt,
         model=ArtifactRef(key=info.key, sha256=info.sha256 or "", size=info.size),
         size_mb=round(info.size / 1e6, 3), input=inp, output=out, op_counts=ops,
-        converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model",
+        converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model"
+                  + (" (calibrated, then quantized with the debugger's denylisted_nodes)" if float_layers else ""),
         seconds=round(seconds, 2), calibration_samples=n_cal, source_model_sha256=train.model.sha256,
-        weights_quantization=weights_granularity(blob), float_layers=float_layers,
+        weights_quantization=quantdebug.weights_granularity(blob), float_layers=float_layers,
         cache_key=cache_key, code_version=code_version(),
     )
     store.put_json(layout.convert_json(run_id, arch, fmt), report)
@@ -116,7 +115,11 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
 
 
 def _diagnose(saved_model: Path, representative, float_layers: list[str], calibrated: bytes | None):
-    """The debugger's per-layer errors of the integer model (its float layers have none)."""
+    """The debugger's per-layer errors of the integer model (its float layers have none).
+
+    For int8 the debugger calibrates on the same images the converter did; calibration is
+    deterministic, so the scales it debugs are the ones in model.tflite.
+    """
     from common import quantdebug
 
     calibrated = calibrated or quantdebug.calibrate(saved_model, representative)
@@ -133,12 +136,6 @@ def _put_quant_debug(store: ArtifactStore, run_id: str, arch: str, fmt: str, n_c
         calibration_samples=n_cal, images=n_cal, suspect_threshold=quantdebug.SUSPECT_RMSE_OVER_SCALE,
         layers=layers, worst=[x.tensor for x in quantdebug.worst(layers, 5)], model_sha256=sha256)
     store.put_json(layout.quant_debug_json(run_id, arch, fmt), doc)
-
-
-def weights_granularity(blob: bytes):
-    from common.quantdebug import weights_granularity as read
-
-    return read(blob)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

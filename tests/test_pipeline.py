@@ -46,7 +46,8 @@ def test_the_tree_of_a_run(two_runs):
     for key in ("run.json", "results.json", "leaderboard.md", "report.html", "pareto.png",
                 "mobilenet_v2/train.json", "mobilenet_v2/model/model.keras", "mobilenet_v2/checkpoints/last.keras",
                 "mobilenet_v2/float32/model.tflite", "mobilenet_v2/float32/convert.json",
-                "mobilenet_v2/float32/eval.json", "mobilenet_v2/int8/model.tflite", "mobilenet_v2/int8/eval.json"):
+                "mobilenet_v2/float32/eval.json", "mobilenet_v2/int8/model.tflite", "mobilenet_v2/int8/eval.json",
+                "mobilenet_v2/int8/quant_debug.json"):
         assert run + key in keys, key
     assert any(k.startswith(run + "mobilenet_v2/int8/bench/host-") and k.endswith("/cpu.json") for k in keys)
     assert sum(k.startswith("datasets/") and k.endswith("dataset.json") for k in keys) == 1  # prepared once
