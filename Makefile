@@ -47,7 +47,7 @@ test-fast: install ## Run the tests that train or convert no model
 
 BENCH_OUT   ?= bench/results
 
-bench: install ## Measure pipeline throughput, measurement overhead, int8 drop and `make run` time into bench/
+bench: install ## Measure pipeline throughput, measurement overhead, runner repeatability, int8 drop, `make run` time and each integer format's drop into bench/
 	$(PY) -m bench.run --out $(BENCH_OUT)
 	$(PY) -m bench.quant --out $(BENCH_OUT)
 

@@ -36,12 +36,15 @@ DEFAULT_FLOAT_LAYERS = 5
 
 def calibrate(saved_model_dir, representative: Representative, *, per_channel: bool = True) -> bytes:
     """The converter's calibrated (not yet quantized) model: float ops annotated with the
-    activation ranges seen on the representative images."""
+    activation ranges seen on the representative images, plus a 0 and a 255 pixel, as the int8
+    format calibrates (raw uint8 pixels in: input scale 1, zero point 0)."""
     import tensorflow as tf
+
+    from common.conversion import with_full_pixel_range
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
+    converter.representative_dataset = with_full_pixel_range(representative)
     converter._experimental_calibrate_only = True  # what QuantizationDebugger sets itself
     converter._experimental_disable_per_channel = not per_channel
     try:
@@ -203,8 +206,11 @@ def selective(saved_model_dir, representative: Representative, max_layers: int =
     missing = [x.tensor for x in chosen if x.tensor not in kept]
     if missing:
         raise ConversionError("the quantizer did not keep these denylisted layers float: " + "; ".join(missing))
-    from common.conversion import requantization_mismatches
+    from common.conversion import raw_pixel_input_problem, requantization_mismatches
 
+    wrong = raw_pixel_input_problem(model)
+    if wrong:
+        raise ConversionError(wrong)
     bad = requantization_mismatches(model)
     if bad:
         raise ConversionError("int8-selective conversion gave byte-copying ops an output quantization "
