@@ -28,6 +28,7 @@ from common.logging import get_logger, json_mode
 from common.progress import Tracker
 from common.results import entry_label, ranked
 from common.schemas import Results
+from common.stats import plus_minus
 
 # Lines native libraries print at start-up or first use that say nothing about this run.
 # Their form: absl's own warning (absl/log/internal/globals.cc), TensorFlow's absl-style
@@ -190,7 +191,7 @@ class LiveView:
             count = f"{task.completed}/{task.total} {task.unit}".rstrip()
         else:
             bar = Spinner("simpleDots")
-            count = f"{task.completed} {task.unit}".rstrip() if task.completed else task.unit
+            count = f"{task.completed} {task.unit}".rstrip() if task.completed else ""
         metrics = []
         if "loss" in task.metrics:
             metrics.append(f"loss {task.metrics['loss']:.3f}")
@@ -223,18 +224,19 @@ def fit_widths(natural: list[int], minimum: list[int | None], budget: int) -> li
 GAP = 2  # columns between two table columns (collapse_padding: one space each side of a blank divider)
 
 
-def _table(columns: list[tuple[str, int | None]], body: list[list[str]], width: int) -> tuple[Table, bool]:
-    """A table of these columns within width, and whether it fits without breaking numbers."""
+Column = tuple[str, "int | None", bool]  # header, narrowest it may fold to (None: never), right-aligned
+
+
+def _table(columns: list[Column], body: list[list[str]], width: int) -> tuple[Table, bool]:
+    """A table of these columns within width, and whether it fits without folding below the minimums."""
     natural = [max([cell_len(line) for line in header.split("\n")] + [cell_len(r[i]) for r in body])
-               for i, (header, _) in enumerate(columns)]
+               for i, (header, _, _) in enumerate(columns)]
     budget = width - GAP * (len(columns) - 1)
-    widths = fit_widths(natural, [m for _, m in columns], budget)
+    widths = fit_widths(natural, [m for _, m, _ in columns], budget)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
-    for (header, minimum), w in zip(columns, widths):
-        if minimum is None:  # as wide as its widest number: folds only when the window has no room at all
-            table.add_column(header, justify="right", overflow="fold", width=w)
-        else:
-            table.add_column(header, overflow="fold", width=w)
+    for (header, _, right), w in zip(columns, widths):
+        # fold: a cell wider than its column goes on over lines, nothing is cut off
+        table.add_column(header, justify="right" if right else "left", overflow="fold", width=w)
     for cells in body:
         table.add_row(*cells)
     return table, sum(widths) <= budget
@@ -243,8 +245,9 @@ def _table(columns: list[tuple[str, int | None]], body: list[list[str]], width: 
 def leaderboard_table(results: Results, width: int) -> RenderableType:
     """The leaderboard for a terminal `width` columns wide, best score first.
 
-    Numbers keep their width; in a narrow window the text cells fold over lines instead,
-    each keeping a readable minimum (below about 65 columns numbers fold too). The "measured on" label always shows: one line above the
+    Numbers keep their width; in a narrow window the text cells fold over lines instead and
+    a value wraps before its ± interval, each keeping a readable minimum (in a very narrow
+    window numbers fold too). The "measured on" label always shows: one line above the
     table when every model was scored on the same device and delegate, else a column, or,
     when the window is too narrow for that column, a second line under the model's name.
     """
@@ -254,27 +257,32 @@ def leaderboard_table(results: Results, width: int) -> RenderableType:
     numbers, labels = [], []
     for m in rows:
         basis = next((e for e in m.latency if m.score_basis and entry_label(e) == m.score_basis), None)
-        numbers.append([_f(m.size_mb, 2), f"{_f(m.top1)}/{_f(m.top3)}", _f(m.drop_top1),
+        drop = m.drop_top1_test
+        numbers.append([_f(m.size_mb, 2), plus_minus(m.top1, m.top1_ci), plus_minus(m.top3, m.top3_ci),
+                        plus_minus(drop.diff, drop.ci) if drop is not None else _f(m.drop_top1),
                         _f(basis.mean_ms if basis else None, 2), _f(basis.peak_memory_mb if basis else None),
                         _score(m.score)])
         labels.append(m.score_basis or (m.reason or "not measured"))
-    number_cols: list[tuple[str, int | None]] = [("size\nMB", None), ("top-1/\ntop-3 %", None), ("drop\npts", None),
-                                                 ("latency\nms", None), ("RAM\nMB", None), ("score", None)]
+    # A value with its interval ("92.5 ±1.1") may wrap at its space; other numbers never break.
+    number_cols: list[Column] = [("size\nMB", None, True), ("top-1\n%", 5, True), ("top-3\n%", 5, True),
+                                 ("drop\npts", 5, True), ("latency\nms", None, True), ("RAM\nMB", None, True),
+                                 ("score", None, True)]
+    names: list[Column] = [("model", 8, False), ("format", 5, False)]
     if shared is not None:
-        table, _ = _table([("model", 8), ("format", 5)] + number_cols,
-                          [[m.arch, m.format, *n] for m, n in zip(rows, numbers)], width)
+        table, _ = _table(names + number_cols, [[m.arch, m.format, *n] for m, n in zip(rows, numbers)], width)
     else:
-        table, fits = _table([("model", 8), ("format", 5)] + number_cols + [("measured on", 14)],
+        table, fits = _table(names + number_cols + [("measured on", 14, False)],
                              [[m.arch, m.format, *n, lab] for m, n, lab in zip(rows, numbers, labels)], width)
         if not fits:
-            table, _ = _table([("model · measured on", 12), ("format", 5)] + number_cols,
+            table, _ = _table([("model · measured on", 12, False), ("format", 5, False)] + number_cols,
                               [[f"{m.arch}\n  {lab}", m.format, *n] for m, n, lab in zip(rows, numbers, labels)],
                               width)
     head = [Text(f"scenebench leaderboard — run {results.run_id}", style="bold")]
     if shared is not None:
         head.append(Text.assemble(("measured on: ", "bold"), shared))
-    foot = Text("score = 2^((top-1 − 96) + (top-3 − 99)) / (C · runtime s); "
-                "drop = Keras top-1 − TFLite top-1, in points", style="dim")
+    foot = Text("± half the 95 % bootstrap interval over the validation images; drop = Keras top-1 − "
+                "TFLite top-1 on the same images (its McNemar p is in the report); "
+                "score = 2^((top-1 − 96) + (top-3 − 99)) / (C · runtime s)", style="dim")
     return Group(*head, table, foot)
 
 
