@@ -46,7 +46,9 @@ def child_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SCENEBENCH_") and k not in ("TF_CPP_MIN_LOG_LEVEL", "COLUMNS", "LINES",
                                                              "MAKELEVEL", "NO_COLOR", "FORCE_COLOR")}
-    env.update(PYTHONPATH=str(REPO), SCENEBENCH_CACHE_DIR=str(tmp_path / "cache"), TERM="xterm-256color")
+    env.update(PYTHONPATH=str(REPO), SCENEBENCH_CACHE_DIR=str(tmp_path / "cache"), TERM="xterm-256color",
+               # fixed: an edit of the work tree between the stop and the resume must not change cache keys
+               SCENEBENCH_CODE_VERSION="0.1.0+tty-test")
     return env
 
 
