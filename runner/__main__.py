@@ -36,9 +36,17 @@ class BackendSettings(JobSettings):
 
     backend: Literal["host", "ios"] = Field(default="host", description="Run on this machine's CPU or on attached iPhones.")
     ios_app: str = Field(default="", description="Path to the runner-ready TFLiteBenchmark.app (backend ios).")
-    ios_bundle_id: str = Field(default="", description="Bundle id of that app, if not the default.")
+    ios_bundle_id: str = Field(default="", description="Bundle id of that app; empty: the one in its Info.plist.")
     xcrun: str = Field(default="xcrun", description="xcrun executable (backend ios).")
-    job_timeout_s: float = Field(default=1800.0, gt=0, description="A job running longer than this fails.")
+    job_timeout_s: float = Field(default=1800.0, gt=0,
+                                 description="A launch of the benchmark app running longer than this is ended "
+                                             "(on the phone too) and the job fails.")
+    thermal_wait_s: float = Field(default=300.0, ge=0, description="Before a job, wait up to this long for the "
+                                                                   "phone to report nominal thermal state.")
+    cooldown_s: float = Field(default=60.0, ge=0, description="Pause between the delegates (cpu, gpu, coreml) "
+                                                              "of one model on one phone.")
+    memory_runs: int = Field(default=10, ge=0, le=10_000, description="Runs of the separate memory pass "
+                                                                      "(0: no peak memory, timing pass only).")
 
     def make(self, *, need_app: bool = True):
         from runner.backends import make_backend
@@ -48,7 +56,8 @@ class BackendSettings(JobSettings):
                               "runner-ready TFLiteBenchmark.app on each phone (RUNNER.md, step 5)")
 
         return make_backend(self.backend, ios_app=self.ios_app or None, ios_bundle_id=self.ios_bundle_id or None,
-                            xcrun=self.xcrun, job_timeout_s=self.job_timeout_s)
+                            xcrun=self.xcrun, job_timeout_s=self.job_timeout_s, thermal_wait_s=self.thermal_wait_s,
+                            cooldown_s=self.cooldown_s, memory_runs=self.memory_runs)
 
 
 class LockedSettings(BackendSettings):

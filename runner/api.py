@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.schemas import Delegate, DeviceInfo, Memory, Timings
+from common.schemas import AppliedDelegate, Conditions, Delegate, DeviceInfo, Memory, Timings
 
 API_VERSION = "v1"
 JobState = Literal["queued", "running", "succeeded", "failed"]
@@ -50,13 +50,15 @@ class JobResult(_Strict):
 
     device: DeviceInfo
     delegate_requested: Delegate
-    delegate_applied: Delegate | None = Field(
-        default=None, description="what actually ran the graph; None when the log does not say")
+    delegate_applied: AppliedDelegate | None = Field(
+        default=None, description="what actually ran the graph ('partial': the delegate and the CPU); "
+                                  "None when the log does not say")
     timings_ms: Timings | None = None
     partial_timings_ms: dict[str, float | int | None] | None = Field(
         default=None, description="timings the tool printed when they do not fill a full Timings record")
     samples_ms: list[float] = Field(default_factory=list)
     memory: Memory | None = None
+    conditions: Conditions | None = Field(default=None, description="how the measurement was taken")
     notes: list[str] = Field(default_factory=list, description="delegate messages and other facts from the tool's log")
     log_tail: str = ""
 
