@@ -106,6 +106,11 @@ def pareto_png(run_id: str) -> str:
     return f"runs/{run_id}/pareto.png"
 
 
+def pipeline_log(run_id: str) -> str:
+    """Every event of `jobs.pipeline` runs of this id, as JSON lines (appended on resume)."""
+    return f"runs/{run_id}/logs/pipeline.jsonl"
+
+
 LATEST = "results/latest.json"
 
 

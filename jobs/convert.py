@@ -10,7 +10,7 @@ from typing import Literal, Sequence
 
 from pydantic import Field
 
-from common import layout
+from common import layout, progress
 from common.archs import ARCH_NAMES
 from common.errors import ConversionError
 from common.hashing import stable_hash
@@ -82,7 +82,10 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     if fmt in INTEGER_FORMATS:
         shards = shard_paths(store, manifest, "train")
         images, _ = conversion.calibration_images(shards, tuple(train.image_size), n_cal, run.params.seed)
-        representative = conversion.representative_from(images)
+        images_one_by_one = conversion.representative_from(images)
+
+        def representative():
+            return progress.track(images_one_by_one(), "int8 calibration", total=len(images), unit="images")
     t0 = time.monotonic()
     debug_layers, float_layers, calibrated = None, [], None
     if fmt == "int8-selective":

@@ -56,9 +56,13 @@ def test_the_tree_of_a_run(two_runs):
 
 def test_results_json_is_the_last_object_of_the_run(two_runs):
     store, _, _ = two_runs
-    files = [p for p in (store.root / "runs" / "run-a").rglob("*") if p.is_file() and not p.name.endswith(".sha256")]
+    run = store.root / "runs" / "run-a"
+    # logs/pipeline.jsonl records the run, aggregate included, so it is uploaded after it.
+    files = [p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".sha256")
+             and p.parent != run / "logs"]
     newest = max(files, key=lambda p: p.stat().st_mtime_ns)
     assert newest.name == "results.json"
+    assert (run / "logs" / "pipeline.jsonl").is_file()
 
 
 def test_results_have_every_model_measured_and_scored(two_runs):
