@@ -7,6 +7,7 @@ preprocessing, so a converted .tflite needs nothing but the photo resized to its
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,10 @@ class Architecture:
     preprocessing: Literal["mobilenet", "builtin", "caffe"]
     imagenet_notop_file: str  # the file keras.applications downloads for weights="imagenet"
     recipe: Recipe
+    # keras.applications' EfficientNets add Rescaling(1/sqrt(ImageNet std)) after their
+    # Normalization only when weights is the literal string "imagenet": the ported weights
+    # store the std where the variance belongs. Any ImageNet-style weights file needs it.
+    imagenet_std_rescaling: bool = False
     # Training from random weights: None uses common.training.SCRATCH_RECIPE.
     scratch_recipe: Recipe | None = None
     paper_name: str | None = None
@@ -74,6 +79,7 @@ ARCHS: dict[str, Architecture] = {
             keras_app="EfficientNetB2",
             preprocessing="builtin",  # Rescaling + Normalization layers inside the model
             imagenet_notop_file="efficientnetb2_notop.h5",
+            imagenet_std_rescaling=True,
             recipe=Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-4, schedule="cosine", batch_size=16,
                           dropout=0.3),
             # From scratch, the generic recipe (Adam 1e-3, Keras' stochastic depth 0.2) left B2 at
@@ -193,13 +199,11 @@ def build_model(arch_name: str, image_size: tuple[int, int], num_classes: int = 
         raise ConfigError(f"weights file {backbone_weights!r} does not exist; give 'none', 'imagenet' or a path")
     if full_model_weights and not Path(weights).is_file():
         raise ConfigError(f"weights file {weights!r} does not exist")
-    ctor = getattr(keras.applications, arch.keras_app)
     inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
     pre = _preprocess_layer(arch.preprocessing)
     x = pre(inputs) if pre is not None else inputs
     try:
-        backbone = ctor(include_top=False, weights=backbone_weights, input_shape=(h, w, 3), pooling="avg",
-                        name="backbone")
+        backbone = build_backbone(arch, (h, w), backbone_weights)
     except Exception as exc:  # download failures surface as many types
         if backbone_weights == "imagenet":
             raise ConfigError(
@@ -219,6 +223,53 @@ def build_model(arch_name: str, image_size: tuple[int, int], num_classes: int = 
     if full_model_weights:
         model.load_weights(weights)
     return model
+
+
+# keras.applications.efficientnet.IMAGENET_STDDEV_RGB; a test checks the graph against Keras's own.
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+def build_backbone(arch: Architecture, image_size: tuple[int, int], weights: str | None):
+    """The keras.applications network without its top, average-pooled, named 'backbone'.
+
+    `weights`: None, 'imagenet' (Keras downloads the file, or finds it in its cache) or the
+    path of a no-top weights file. A file gets exactly the graph Keras builds for
+    'imagenet', so a pre-seeded or given file computes what a downloaded one does.
+    """
+    import keras
+
+    ctor = getattr(keras.applications, arch.keras_app)
+    from_file = weights not in (None, "imagenet")
+    # Keras's own model name is kept while it builds: its EfficientNets name the file they
+    # download after the model (name="backbone" asked for backbone_notop.h5, which does not exist).
+    backbone = ctor(include_top=False, weights=None if from_file else weights, input_shape=(*image_size, 3),
+                    pooling="avg")
+    if from_file:
+        if arch.imagenet_std_rescaling:
+            backbone = _with_imagenet_std_rescaling(backbone)
+        backbone.load_weights(weights)
+    backbone.name = "backbone"
+    return backbone
+
+
+def _with_imagenet_std_rescaling(backbone):
+    """The backbone with the Rescaling keras.applications inserts after Normalization for 'imagenet'."""
+    import keras
+
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization)]
+    if len(norms) != 1:
+        raise ConfigError(f"{backbone.name} has {len(norms)} Normalization layers; expected the one "
+                          "keras.applications' EfficientNet stem has")
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        if isinstance(layer, keras.layers.Normalization):
+            out = keras.layers.Rescaling([1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB])(out)
+        return out
+
+    # Fresh layers from the same configs, called in the same order, with the one layer added;
+    # the weights are loaded into the copy afterwards.
+    return keras.models.clone_model(backbone, call_function=call)
 
 
 KERAS_DROP_CONNECT_RATE = 0.2  # what keras.applications.EfficientNetB0..B7 build with
