@@ -17,7 +17,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from common.archs import Architecture, Recipe, build_model, get_arch, set_batchnorm_momentum
+from common.archs import Architecture, Recipe, _all_layers, build_model, get_arch, set_batchnorm_momentum
 from common.logging import get_logger
 from common.provenance import cpu_count, cpu_model
 from common.schemas import EpochRecord, Hardware
@@ -199,32 +199,64 @@ def distribution(mixed_precision: MixedPrecision = "auto"):
 
 def uses_float16(model) -> bool:
     """Whether any layer computes in float16 (a model trained under mixed precision)."""
-    from common.archs import _all_layers
-
     return any(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") == "float16"
                for layer in _all_layers(model))
 
 
-def float32_copy(model, arch: str, image_size: tuple[int, int], num_classes: int):
-    """The same weights in a float32 model.
+def float32_copy(model, arch: str | None = None, image_size: tuple[int, int] | None = None,
+                 num_classes: int | None = None):
+    """The same network and weights, computing in float32.
 
     A .keras file saved under mixed precision recreates float16 layers when loaded,
     whatever the global policy; converting that graph would put float16 casts into the
-    "float32" TFLite model. The variables themselves are float32, so rebuilding the
-    architecture in float32 and copying them is exact.
+    "float32" TFLite model. The copy is rebuilt from the model's own config with every
+    layer's policy set to float32 -- not from the registry, whose weights='none' graph can
+    differ from the trained one (EfficientNet built for ImageNet weights has one more
+    layer) -- and takes its variables, which are float32 already. `arch`, `image_size` and
+    `num_classes`, when given, are checked against the model.
     """
     import keras
 
     if not uses_float16(model):
         return model
+    _register_custom_objects()
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        copy = build_model(arch, image_size, num_classes, "none")
-        copy.set_weights(model.get_weights())
+        copy = keras.Model.from_config(_float32_config(model.get_config()))
+        # Layer by layer, as saving and loading do: set_weights would leave Normalization's
+        # cached mean and variance at their initial values (only loading refreshes them).
+        for source, target in zip(_all_layers(model), _all_layers(copy), strict=True):
+            state: dict = {}
+            source.save_own_variables(state)
+            target.load_own_variables(state)
     finally:
         keras.mixed_precision.set_global_policy(previous)
+    expected = {"architecture": (arch, copy.name),
+                "image size": (tuple(image_size) if image_size else None, tuple(copy.input_shape[1:3])),
+                "classes": (num_classes, copy.output_shape[-1])}
+    wrong = [f"{what} {got!r}, expected {want!r}" for what, (want, got) in expected.items()
+             if want is not None and want != got]
+    if wrong:
+        raise ValueError(f"model {model.name!r} does not match its training record: {'; '.join(wrong)}")
     return copy
+
+
+_FLOAT16_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16", "float16", "bfloat16"})
+
+
+def _float32_config(config):
+    """A Keras config with every float16 layer policy and tensor dtype made float32."""
+    if isinstance(config, list):
+        return [_float32_config(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {k: _float32_config(v) for k, v in config.items()}
+    if out.get("class_name") == "DTypePolicy" and out.get("config", {}).get("name") in _FLOAT16_POLICIES:
+        out["config"] = {**out["config"], "name": "float32"}
+    if isinstance(out.get("dtype"), str) and out["dtype"] in _FLOAT16_POLICIES:  # a policy by name, a tensor dtype
+        out["dtype"] = "float32"
+    return out
 
 
 @dataclass

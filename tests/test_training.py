@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from common import layout
-from common.archs import get_arch
+from common.archs import ARCH_NAMES, _all_layers, get_arch
 from common.schemas import TrainReport
 from common.store import LocalStore
 from common.training import SCRATCH_RECIPE, auto_bn_momentum, effective_recipe, make_schedule, plan_phases
@@ -183,3 +183,46 @@ def test_mixed_precision_model_converts_to_a_pure_float32_tflite(tmp_path, monke
     ev = store.get_model(layout.eval_json("mp", "mobilenet_v2", "float32"), EvalReport)
     # Same predictions as the float16-computing Keras model, up to float16 rounding.
     assert ev.agreement_with_keras >= 90.0
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+def test_float32_copy_of_a_mixed_precision_model_is_the_same_network(name, imagenet_cache):
+    """Built the 'imagenet' way under mixed_float16, the float32 copy computes what it computes.
+
+    EfficientNet-B2 for ImageNet weights has one more layer than its weights='none' build:
+    a copy rebuilt from the registry without it is another network.
+    """
+    import keras
+
+    from common.archs import build_model
+    from common.training import float32_copy, uses_float16
+
+    size = (32, 48)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = build_model(name, size, weights="imagenet")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert uses_float16(mixed)
+    plain = float32_copy(mixed, name, size, 30)
+    assert not uses_float16(plain)
+    assert [type(layer).__name__ for layer in _all_layers(plain)] == \
+        [type(layer).__name__ for layer in _all_layers(mixed)]
+    x = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype("float32")
+    want_stem = _stem_output(mixed, x)
+    np.testing.assert_allclose(_stem_output(plain, x), want_stem, rtol=1e-2, atol=1e-2 * np.abs(want_stem).max())
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(mixed(x), dtype="float32"), atol=2e-2)
+
+
+def _stem_output(model, x):
+    """The backbone's first convolution's output: where a lost input scaling shows.
+
+    With random weights the final features hardly depend on the input, so they alone would
+    not show it.
+    """
+    import keras
+
+    backbone = model.get_layer("backbone")
+    conv = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D))
+    pre = [layer for layer in model.layers if layer.name == "preprocess"]
+    return np.asarray(keras.Model(backbone.inputs, conv.output)(pre[0](x) if pre else x), dtype="float32")
