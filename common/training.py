@@ -145,6 +145,34 @@ def make_optimizer(recipe: Recipe, schedule):
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid values: adam, sgd")
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order, augmentation and dropout draws.
+
+    A function of (seed, epoch) only: a run resumed after a restart draws in epoch 3 what an
+    uninterrupted run draws there. Drawing from one stream per process instead restarted the
+    shuffle and augmentation order at epoch 1 after every restart.
+    """
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
+
+
+def seed_epoch(model, seed: int, epoch: int) -> int:
+    """Seed everything random in one epoch of training; returns the epoch's data seed.
+
+    Python, NumPy, TensorFlow and Keras's global generator, and each layer's own generator
+    (Dropout, EfficientNet's stochastic depth): their state is not in a checkpoint, so it is
+    set from (seed, epoch) rather than carried over from the previous epoch.
+    """
+    import keras
+
+    data_seed = epoch_seed(seed, epoch)
+    keras.utils.set_random_seed(data_seed)
+    states = [v for v in model.variables if v.name == "seed_generator_state"]
+    layer_seeds = np.random.SeedSequence([seed, epoch, 1]).generate_state(len(states)) % 2**31
+    for state, layer_seed in zip(states, layer_seeds):
+        state.assign(np.array([layer_seed, 0], dtype=state.dtype))
+    return data_seed
+
+
 def set_phase(model, phase: Phase) -> None:
     backbone = model.get_layer("backbone")
     backbone.trainable = phase == "full"
@@ -311,7 +339,7 @@ def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
 
 def train(
     config: TrainConfig,
-    make_train_ds: Callable[[int], object],
+    make_train_ds: Callable[[int, int], object],
     make_val_ds: Callable[[int], object],
     num_train: int,
     workdir: Path,
@@ -322,8 +350,9 @@ def train(
 ) -> TrainOutcome:
     """Train (or resume) and return the final model saved at workdir/model.keras.
 
-    make_train_ds/make_val_ds take the global batch size and return tf.data datasets of
-    (float images 0..255, int labels). `on_checkpoint(model_path, state_path)` is called
+    make_train_ds(global batch size, seed) and make_val_ds(global batch size) return
+    tf.data datasets of (float images 0..255, int labels); the training set is made anew each
+    epoch with that epoch's seed (shuffle and augmentation). `on_checkpoint(model_path, state_path)` is called
     after each epoch's checkpoint is on local disk (the job uploads it).
     """
     import keras
@@ -378,9 +407,6 @@ def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key,
                                 dropout=recipe.dropout, drop_connect_rate=recipe.drop_connect_rate)
         set_batchnorm_momentum(model, bn_momentum)
 
-    # Known length: Keras then neither warns about running out of data nor guesses epochs.
-    train_ds = _one_hot(make_train_ds(global_batch), config.num_classes).apply(
-        tf.data.experimental.assert_cardinality(steps_per_epoch))
     val_ds = make_val_ds(global_batch)
     val_ds_onehot = _one_hot(val_ds, config.num_classes)
 
@@ -395,6 +421,10 @@ def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key,
             with strategy.scope():
                 compile_for_phase(model, recipe, phase, phase_steps[phase], global_batch)
             current_phase = phase
+        data_seed = seed_epoch(model, config.seed, epoch)
+        # Known length: Keras then neither warns about running out of data nor guesses epochs.
+        train_ds = _one_hot(make_train_ds(global_batch, data_seed), config.num_classes).apply(
+            tf.data.experimental.assert_cardinality(steps_per_epoch))
         t0 = time.monotonic()
         hist = model.fit(train_ds, epochs=1, verbose=0, shuffle=False)  # tf.data shuffles
         seconds = time.monotonic() - t0

@@ -102,7 +102,8 @@ def test_train_job_writes_report_model_and_predictions_then_caches(tmp_path, mon
 
 @pytest.mark.slow
 def test_training_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, request):
-    """SIGKILL the train job after its first epoch's checkpoint; the re-run continues from it."""
+    """SIGKILL the train job after its first epoch's checkpoint; the re-run continues from it
+    and ends where an uninterrupted run ends."""
     from jobs import train
 
     from common.provenance import code_version
@@ -145,6 +146,21 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, monk
     assert [h.epoch for h in report.history] == [1, 2, 3]
     trained_here = [e for e in logs if e["event"] == "epoch_done"]
     assert [e["epoch"] for e in trained_here] == list(range(done + 1, 4))
+
+    # The same training without the kill ends at the same place: data order, augmentation
+    # and dropout draws depend on (seed, epoch), not on how many epochs this process ran.
+    _prepare(store_dir, "r3", epochs=3)
+    assert train.main(["--store", str(store_dir), "--run-id", "r3", "--arch", "mobilenet_v2"]) == 0
+    whole = LocalStore(store_dir).get_model(layout.train_json("r3", "mobilenet_v2"), TrainReport)
+    assert whole.resumed_from_epoch is None and whole.cache_key == report.cache_key
+    for resumed_epoch, whole_epoch in zip(report.history, whole.history, strict=True):
+        assert (resumed_epoch.val_top1, resumed_epoch.val_top3) == (whole_epoch.val_top1, whole_epoch.val_top3), \
+            f"epoch {whole_epoch.epoch}: resumed {resumed_epoch.val_top1} %, uninterrupted {whole_epoch.val_top1} %"
+        assert resumed_epoch.val_loss == pytest.approx(whole_epoch.val_loss, rel=1e-5, abs=1e-6)
+    resumed_preds = np.load(store_dir / layout.keras_val_predictions("r2", "mobilenet_v2"))
+    whole_preds = np.load(store_dir / layout.keras_val_predictions("r3", "mobilenet_v2"))
+    np.testing.assert_array_equal(resumed_preds["labels"], whole_preds["labels"])
+    np.testing.assert_allclose(resumed_preds["probs"], whole_preds["probs"], atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow
