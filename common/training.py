@@ -27,7 +27,7 @@ MixedPrecision = Literal["auto", "on", "off"]
 
 # When training from random weights the fine-tuning recipes do not apply (a frozen random
 # backbone learns nothing; BiT's tiny learning rate is meant for pretrained nets).
-SCRATCH_RECIPE = Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-3, schedule="cosine",
+SCRATCH_RECIPE = Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-3, schedule="cosine", batchnorm="train",
                         head_fraction=0.0, warmup_fraction=0.05, label_smoothing=0.0, dropout=0.1)
 
 
@@ -138,11 +138,17 @@ def _WarmupPiecewise(*args):
 def make_optimizer(recipe: Recipe, schedule):
     import keras
 
+    # Keras applies weight_decay decoupled from the gradient, in every optimizer (AdamW is Adam
+    # with a non-zero default); None rather than 0.0 keeps it out of the update entirely.
+    decay = recipe.weight_decay or None
     if recipe.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=schedule)
+    if recipe.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay)
     if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.sgd_momentum, nesterov=False)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid values: adam, sgd")
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.sgd_momentum, nesterov=False,
+                                    weight_decay=decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid values: adam, adamw, sgd")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -173,15 +179,31 @@ def seed_epoch(model, seed: int, epoch: int) -> int:
     return data_seed
 
 
-def set_phase(model, phase: Phase) -> None:
+def set_phase(model, phase: Phase, batchnorm: Literal["frozen", "train"] = "train") -> None:
+    """Head: the backbone frozen. Full: the backbone trains, its BatchNorm frozen or not.
+
+    A BatchNormalization layer with trainable=False runs in inference mode in Keras (moving
+    statistics, not the batch's, and none updated): the Keras transfer-learning guide's way
+    of keeping a pretrained backbone's BatchNorm out of fine-tuning. Freezing the layers,
+    rather than calling the backbone with training=False, keeps EfficientNet's stochastic
+    depth acting during fine-tuning.
+    """
+    import keras
+
     backbone = model.get_layer("backbone")
     backbone.trainable = phase == "full"
+    if phase == "full" and batchnorm == "frozen":
+        for layer in _all_layers(backbone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    elif batchnorm not in ("frozen", "train"):
+        raise ValueError(f"unknown batchnorm {batchnorm!r}; valid values: frozen, train")
 
 
 def compile_for_phase(model, recipe: Recipe, phase: Phase, phase_steps: int, batch_size: int) -> None:
     import keras
 
-    set_phase(model, phase)
+    set_phase(model, phase, recipe.batchnorm)
     model.compile(
         optimizer=make_optimizer(recipe, make_schedule(recipe, phase, phase_steps, batch_size)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
@@ -414,7 +436,7 @@ def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key,
     if state.epochs_done > 0:
         # The loaded optimizer belongs to the phase of the last finished epoch.
         current_phase = phases[state.epochs_done - 1]
-        set_phase(model, current_phase)
+        set_phase(model, current_phase, recipe.batchnorm)
     for epoch in range(state.epochs_done, config.epochs):
         phase = phases[epoch]
         if phase != current_phase:

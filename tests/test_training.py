@@ -242,3 +242,72 @@ def _stem_output(model, x):
     conv = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D))
     pre = [layer for layer in model.layers if layer.name == "preprocess"]
     return np.asarray(keras.Model(backbone.inputs, conv.output)(pre[0](x) if pre else x), dtype="float32")
+
+
+def test_full_phase_keeps_a_pretrained_backbones_batchnorm_in_inference_mode(imagenet_files):
+    """Fine-tuning the whole net leaves the pretrained BatchNorm alone; the rest trains."""
+    import keras
+
+    from common.archs import build_model, set_batchnorm_momentum
+    from common.training import compile_for_phase, effective_recipe
+
+    size = (32, 48)
+    recipe = effective_recipe(get_arch("mobilenet_v2"), pretrained=True)
+    model = build_model("mobilenet_v2", size, weights=str(imagenet_files["mobilenet_v2"]))
+    set_batchnorm_momentum(model, 0.5)  # an update would show after one step
+    compile_for_phase(model, recipe, "full", phase_steps=4, batch_size=4)
+    backbone = model.get_layer("backbone")
+    bns = [layer for layer in _all_layers(backbone) if isinstance(layer, keras.layers.BatchNormalization)]
+    convs = [layer for layer in _all_layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
+    assert len(bns) > 10 and convs
+    bn_before = [[np.array(w) for w in layer.get_weights()] for layer in bns]
+    conv_before = [np.array(layer.get_weights()[0]) for layer in convs]
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, *size, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 30, 16), 30)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+    for layer, before in zip(bns, bn_before):
+        for name, now, then in zip(("gamma", "beta", "moving_mean", "moving_variance"), layer.get_weights(), before):
+            np.testing.assert_array_equal(now, then, err_msg=f"{layer.name} {name} changed")
+    moved = sum(not np.array_equal(layer.get_weights()[0], then) for layer, then in zip(convs, conv_before))
+    assert moved == len(convs), f"only {moved} of {len(convs)} backbone convolutions trained"
+    assert recipe.batchnorm == "frozen"
+
+
+def test_from_scratch_the_batchnorm_trains():
+    assert effective_recipe(get_arch("mobilenet_v2"), pretrained=False).batchnorm == "train"
+    assert effective_recipe(get_arch("efficientnet_b2"), pretrained=False).batchnorm == "train"
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+@pytest.mark.parametrize("decay", [None, 0.01])
+def test_the_recipes_weight_decay_reaches_the_optimizer(name, decay):
+    """Decoupled decay: with a zero gradient a weight shrinks by learning rate x weight decay."""
+    import dataclasses
+
+    import keras
+
+    from common.training import make_optimizer
+
+    recipe = effective_recipe(get_arch(name), pretrained=True)
+    if decay is not None:
+        recipe = dataclasses.replace(recipe, weight_decay=decay)
+    optimizer = make_optimizer(recipe, 0.1)
+    weight = keras.Variable(np.ones(4, dtype="float32"))
+    optimizer.apply_gradients([(np.zeros(4, dtype="float32"), weight)])
+    np.testing.assert_allclose(np.asarray(weight), 1.0 - 0.1 * recipe.weight_decay, rtol=1e-6)
+
+
+def test_fine_tuning_recipes_use_adamw_or_say_why_not():
+    assert get_arch("mobilenet_v2").recipe.optimizer == "adamw" and get_arch("mobilenet_v2").recipe.weight_decay > 0
+    assert get_arch("efficientnet_b2").recipe.optimizer == "adamw"
+    assert get_arch("resnet50").recipe.weight_decay == 0.0  # BiT-HyperRule fine-tunes without decay
+    from common.archs import Recipe
+    from common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is AdamW"):
+        Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-3, schedule="cosine", batchnorm="train", weight_decay=0.01)
+    with pytest.raises(ConfigError, match="valid values: frozen, train"):
+        Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-3, schedule="cosine", batchnorm="eval")
