@@ -28,19 +28,39 @@ every night. So a slowdown is flagged only when all three hold:
 
 Medians, not means, because one stalled inference moves a mean by more than a real
 regression does. Improvements are judged the same way, mirrored.
+
+Without raw samples (an iPhone app built before it printed them) a measurement still has
+benchmark_model's mean, standard deviation and run count, and `judge_latency_summary` compares
+those: the same relative floor, the noise bound from the two standard deviations, and a normal
+interval of the difference of means in place of the bootstrap.
+
+How an accuracy change is judged (`judge_accuracy`)
+---------------------------------------------------
+With 600 validation images one image is 0.17 points, and two trainings of the same code
+differ by a few images either way. A top-1 or top-3 change is flagged only when both hold:
+
+1. it is larger than ``top1_drop_pts`` / ``top3_drop_pts`` (default 1 point), the smallest
+   change worth a person's attention;
+2. a test says it is not chance. On the same images (same dataset fingerprint, per-image
+   results in both runs) that is the exact McNemar test on the images only one run got
+   right, p below ``accuracy_alpha`` (default 0.05); the detail also gives the paired
+   bootstrap interval of the change. On different images, or when a run has no per-image
+   results, an unpaired bootstrap interval of the change must exclude zero.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from statistics import NormalDist
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from common import stats
 from common.errors import ConfigError
-from common.schemas import BenchResult, LatencyEntry, ModelResult, Regression, Results
+from common.schemas import BenchResult, Interval, LatencyEntry, ModelResult, Regression, Results
 
 MAD_TO_SIGMA = 1.4826
 
@@ -52,6 +72,8 @@ class Thresholds(BaseModel):
 
     top1_drop_pts: float = Field(1.0, ge=0, description="top-1 drop in percentage points that is a regression")
     top3_drop_pts: float = Field(1.0, ge=0, description="top-3 drop in percentage points that is a regression")
+    accuracy_alpha: float = Field(0.05, gt=0, lt=1, description="an accuracy change must have a McNemar p below "
+                                                                 "this (paired), or its interval exclude zero")
     latency_rel: float = Field(0.10, ge=0, description="smallest relative growth of the median latency flagged")
     latency_noise_k: float = Field(2.0, ge=0, description="growth must exceed this many robust sigmas of the samples")
     confidence: float = Field(0.95, gt=0, lt=1, description="bootstrap interval of the change of medians")
@@ -132,6 +154,47 @@ def judge_latency(
                           bound_ms=bound, detail=detail)
 
 
+@dataclass(frozen=True)
+class LatencySummary:
+    """A measurement's mean, standard deviation and run count (ms), for when raw samples are missing."""
+
+    mean: float
+    std: float | None = None
+    count: int | None = None
+
+
+def judge_latency_summary(base: LatencySummary, cur: LatencySummary, thresholds: Thresholds) -> LatencyVerdict:
+    """Compare two measurements by their means, with their standard deviations as the device's noise."""
+    if not (np.isfinite(base.mean) and np.isfinite(cur.mean)):
+        raise ValueError("judge_latency_summary needs a finite mean on each side")
+    delta = cur.mean - base.mean
+    rel = delta / base.mean if base.mean > 0 else float("inf")
+    sb, sc = base.std or 0.0, cur.std or 0.0
+    sigma = float(np.sqrt((sb ** 2 + sc ** 2) / 2.0))
+    floor = thresholds.latency_rel * base.mean
+    bound = max(floor, thresholds.latency_noise_k * sigma)
+    if base.std is not None and cur.std is not None and (base.count or 0) > 1 and (cur.count or 0) > 1:
+        z = NormalDist().inv_cdf(1.0 - (1.0 - thresholds.confidence) / 2.0)
+        half = z * float(np.sqrt(sb ** 2 / base.count + sc ** 2 / cur.count))
+        lo, hi = delta - half, delta + half
+        interval = (f"; {thresholds.confidence:.0%} normal interval of the change of means {lo:+.3g}..{hi:+.3g} ms "
+                    f"(n = {base.count}, {cur.count})")
+    else:
+        lo = hi = delta
+        interval = "; no run counts, so no interval"
+    spread = f"std {sigma:.3g} ms" if base.std is not None or cur.std is not None else "no std"
+    detail = (f"mean {base.mean:.3g} \u2192 {cur.mean:.3g} ms ({rel:+.1%}); threshold \u00b1{bound:.3g} ms = max("
+              f"{thresholds.latency_rel:.0%} of baseline, {thresholds.latency_noise_k:g} \u00d7 {spread})"
+              f"{interval}; per-run samples missing on at least one side, so means \u00b1 std were compared")
+    kind: Literal["regression", "improvement"] | None = None
+    if delta > bound and lo > 0:
+        kind = "regression"
+    elif delta < -bound and hi < 0:
+        kind = "improvement"
+    return LatencyVerdict(kind=kind, baseline_ms=base.mean, current_ms=cur.mean, change_ms=delta, change_rel=rel,
+                          bound_ms=bound, detail=detail)
+
+
 # ------------------------------------------------------------------ the check
 BenchKey = tuple[str, str, str, str]  # arch, format, device_id, delegate_requested
 
@@ -141,14 +204,25 @@ def _bench_index(benches: Iterable[BenchResult]) -> dict[BenchKey, BenchResult]:
 
 
 def _samples(entry: LatencyEntry, bench: BenchResult | None) -> list[float]:
-    if bench is not None and bench.status == "ok" and bench.samples_ms:
+    """Raw samples of a measurement, when there are enough to judge on them."""
+    if bench is not None and bench.status == "ok" and len(bench.samples_ms) >= 3:
         return list(bench.samples_ms)
-    for value in (entry.p50_ms, entry.mean_ms):
-        if value is not None:
-            return [value]
-    if bench is not None and bench.timings_ms is not None:
-        return [bench.timings_ms.p50]
     return []
+
+
+def _summary(entry: LatencyEntry, bench: BenchResult | None) -> LatencySummary | None:
+    """Mean, std and count of a measurement: from its samples, else from the tool's statistics."""
+    samples = bench.samples_ms if bench is not None and bench.status == "ok" else []
+    if len(samples) >= 2:
+        a = np.asarray(samples, dtype=float)
+        return LatencySummary(float(a.mean()), float(a.std()), int(a.size))
+    t = bench.timings_ms if bench is not None and bench.status == "ok" else None
+    mean = entry.mean_ms if entry.mean_ms is not None else (t.mean if t is not None else None)
+    if mean is None:
+        return None
+    std = entry.std_ms if entry.std_ms is not None else (t.std if t is not None else None)
+    count = entry.count if entry.count is not None else (t.count if t is not None else None)
+    return LatencySummary(mean, std, count)
 
 
 def _models(results: Results) -> dict[tuple[str, str], ModelResult]:
@@ -159,18 +233,79 @@ def _entries(model: ModelResult) -> dict[tuple[str, str], LatencyEntry]:
     return {(e.device_id, e.delegate_requested): e for e in model.latency}
 
 
-def _accuracy(arch: str, fmt: str, metric: str, base: float, cur: float, limit: float,
-              thresholds: Thresholds, note: str) -> Regression | None:
-    change = cur - base
-    if change < -limit:
-        kind = "regression"
-    elif change > limit and thresholds.improvements:
-        kind = "improvement"
-    else:
+@dataclass(frozen=True)
+class AccuracyVerdict:
+    kind: Literal["regression", "improvement"] | None
+    change: float  # current minus baseline, points
+    ci: Interval | None
+    p_value: float | None
+    detail: str
+
+
+def _per_image(m: ModelResult, metric: str) -> np.ndarray | None:
+    if m.per_image is None:
         return None
-    return Regression(arch=arch, format=fmt, metric=metric, baseline=base, current=cur, change=round(change, 4),
-                      kind=kind, detail=f"{metric} {base:.2f} \u2192 {cur:.2f} % ({change:+.2f} points; "
-                      f"threshold {limit:g} points){note}")
+    return stats.unpack(getattr(m.per_image, metric), m.per_image.count)
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
+def judge_accuracy(metric: str, baseline: ModelResult, current: ModelResult, limit: float,
+                   thresholds: Thresholds, same_images: bool) -> AccuracyVerdict:
+    """Is the change of one accuracy (top1 or top3, percent) from baseline to current real?
+
+    `same_images`: both runs evaluated the same validation images in the same order (same
+    dataset fingerprint), so per-image results pair up.
+    """
+    b, c = getattr(baseline, metric), getattr(current, metric)
+    change = c - b
+    base_bits = _per_image(baseline, metric) if same_images else None
+    cur_bits = _per_image(current, metric) if same_images else None
+    name = {"top1": "top-1", "top3": "top-3"}.get(metric, metric)
+    head = f"{name} {b:.2f} \u2192 {c:.2f} % ({change:+.2f} points; threshold {limit:g} points"
+    ci: Interval | None = None
+    p: float | None = None
+    if base_bits is not None and cur_bits is not None and base_bits.size == cur_bits.size:
+        mc = stats.mcnemar_exact(cur_bits, base_bits)
+        iv = stats.paired_difference_interval(cur_bits, base_bits, level=1.0 - thresholds.accuracy_alpha)
+        ci, p = Interval(lo=round(iv.lo, 4), hi=round(iv.hi, 4), level=iv.level), mc.p_value
+        real = p < thresholds.accuracy_alpha
+        how = (f"; on the same {cur_bits.size} images {mc.second_only} were right only in the baseline and "
+               f"{mc.first_only} only now: exact McNemar p {_p_text(p)} (flagged below {thresholds.accuracy_alpha:g}), "
+               f"{iv.level:.0%} paired bootstrap interval {iv.lo:+.2f}..{iv.hi:+.2f} points)")
+    elif baseline.count and current.count:
+        why = ("different validation images (the dataset changed)" if not same_images
+               else "no per-image results in " + ("the baseline" if base_bits is None else "this run"))
+        iv = stats.unpaired_difference_interval(round(c * current.count / 100), current.count,
+                                                round(b * baseline.count / 100), baseline.count,
+                                                level=1.0 - thresholds.accuracy_alpha)
+        ci = Interval(lo=round(iv.lo, 4), hi=round(iv.hi, 4), level=iv.level)
+        real = iv.excludes_zero()
+        how = (f"; not paired, {why}: {iv.level:.0%} unpaired bootstrap interval "
+               f"{iv.lo:+.2f}..{iv.hi:+.2f} points, flagged when it excludes 0)")
+    else:
+        real = False
+        how = "; no image counts to test the change with, so it is not flagged)"
+    kind: Literal["regression", "improvement"] | None = None
+    if real and change < -limit:
+        kind = "regression"
+    elif real and change > limit:
+        kind = "improvement"
+    return AccuracyVerdict(kind=kind, change=change, ci=ci, p_value=p, detail=head + how)
+
+
+def _accuracy(arch: str, fmt: str, metric: str, bm: ModelResult, cm: ModelResult, limit: float,
+              thresholds: Thresholds, note: str, same_images: bool) -> Regression | None:
+    if abs(getattr(cm, metric) - getattr(bm, metric)) <= limit:
+        return None  # below the floor: not worth a test
+    v = judge_accuracy(metric, bm, cm, limit, thresholds, same_images)
+    if v.kind is None or (v.kind == "improvement" and not thresholds.improvements):
+        return None
+    return Regression(arch=arch, format=fmt, metric=metric, baseline=getattr(bm, metric),
+                      current=getattr(cm, metric), change=round(v.change, 4), kind=v.kind,
+                      detail=v.detail + note, ci=v.ci, p_value=v.p_value)
 
 
 def check_regressions(
@@ -191,7 +326,8 @@ def check_regressions(
     cur_models, base_models = _models(current), _models(baseline)
     cur_bench, base_bench = _bench_index(current_benches), _bench_index(baseline_benches)
     note = ""
-    if current.dataset_fingerprint != baseline.dataset_fingerprint:
+    same_images = current.dataset_fingerprint == baseline.dataset_fingerprint
+    if not same_images:
         note = (f"; the dataset changed ({baseline.dataset_fingerprint[:12]} \u2192 "
                 f"{current.dataset_fingerprint[:12]}), so accuracy is not strictly comparable")
 
@@ -213,7 +349,7 @@ def check_regressions(
                 out.append(Regression(arch=arch, format=fmt, metric=metric, baseline=b, kind="missing",
                                       detail=f"{metric} was measured in the baseline; not in this run"))
                 continue
-            r = _accuracy(arch, fmt, metric, b, c, limit, thresholds, note)
+            r = _accuracy(arch, fmt, metric, bm, cm, limit, thresholds, note, same_images)
             if r is not None:
                 out.append(r)
 
@@ -239,14 +375,20 @@ def check_regressions(
             if ce is None or ce.status != "ok":
                 reason = (ce.reason if ce is not None else None) or "device or delegate not measured in this run"
                 out.append(Regression(arch=arch, format=fmt, metric="latency_ms", device_id=device_id,
-                                      delegate=delegate, baseline=be.p50_ms or be.mean_ms, kind="missing",
+                                      delegate=delegate, baseline=be.p50_ms if be.p50_ms is not None else be.mean_ms,
+                                      kind="missing",
                                       detail=f"{where} was measured in the baseline; now missing: {reason}"))
                 continue
-            bs = _samples(be, base_bench.get((arch, fmt, device_id, delegate)))
-            cs = _samples(ce, cur_bench.get((arch, fmt, device_id, delegate)))
-            if not bs or not cs:
-                continue
-            verdict = judge_latency(bs, cs, thresholds)
+            bb, cb = base_bench.get((arch, fmt, device_id, delegate)), cur_bench.get((arch, fmt, device_id, delegate))
+            bs, cs = _samples(be, bb), _samples(ce, cb)
+            if bs and cs:
+                verdict = judge_latency(bs, cs, thresholds)
+            else:
+                # An older app on either side printed no per-run samples: compare means with their spread.
+                bsum, csum = _summary(be, bb), _summary(ce, cb)
+                if bsum is None or csum is None:
+                    continue
+                verdict = judge_latency_summary(bsum, csum, thresholds)
             if verdict.kind is None or (verdict.kind == "improvement" and not thresholds.improvements):
                 continue
             out.append(Regression(arch=arch, format=fmt, metric="latency_ms", device_id=device_id,
@@ -293,7 +435,8 @@ def _flag_index(regressions: Iterable[Regression]) -> dict[tuple, Regression]:
 def diff_results(current: Results, baseline: Results | None, regressions: Iterable[Regression]) -> list[Change]:
     """Every compared number of every model of either run, with the flag the check gave it.
 
-    Latency is the median (p50) of each run, the number the check compares.
+    Latency is the median (p50) of each run, the number the check compares; where a side has no
+    per-run samples, both sides show their mean.
     """
     flags = _flag_index(regressions)
     cur_models = _models(current)
@@ -330,10 +473,15 @@ def diff_results(current: Results, baseline: Results | None, regressions: Iterab
             host = ""
             if e.backend == "host":
                 host = " (not an iPhone)" if "host cpu" in e.device_name.lower() else " (host CPU, not an iPhone)"
-            bv = be[(dev, dlg)].p50_ms if (dev, dlg) in be and be[(dev, dlg)].status == "ok" else None
-            cv = ce[(dev, dlg)].p50_ms if (dev, dlg) in ce and ce[(dev, dlg)].status == "ok" else None
+            b_ok = be[(dev, dlg)] if (dev, dlg) in be and be[(dev, dlg)].status == "ok" else None
+            c_ok = ce[(dev, dlg)] if (dev, dlg) in ce and ce[(dev, dlg)].status == "ok" else None
+            # Like with like: medians when every side present has one, else the tool's means.
+            stat = "p50_ms" if all(x.p50_ms is not None for x in (b_ok, c_ok) if x is not None) else "mean_ms"
+            bv = getattr(b_ok, stat) if b_ok is not None else None
+            cv = getattr(c_ok, stat) if c_ok is not None else None
             reason = (ce[(dev, dlg)].reason if (dev, dlg) in ce else None) or model_gap or "not measured in this run"
-            add("latency_ms", f"{e.device_name} {dlg} median ms{host}", bv, cv, dev, dlg, gap=reason)
+            label = "median" if stat == "p50_ms" else "mean"
+            add("latency_ms", f"{e.device_name} {dlg} {label} ms{host}", bv, cv, dev, dlg, gap=reason)
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from common.errors import ConfigError
 from common.scoring import mai_score
+from common.stats import plus_minus
 from common.schemas import (
     BenchResult,
     ConvertReport,
@@ -16,6 +17,7 @@ from common.schemas import (
     Results,
     RunManifest,
     TrainReport,
+    measurement_flags,
 )
 
 HOST_LABEL = "host CPU, not an iPhone"
@@ -31,15 +33,19 @@ def entry_label(e: LatencyEntry) -> str:
     return where
 
 
-def latency_entry(b: BenchResult, key: str) -> LatencyEntry:
+DEFAULT_COVERAGE_THRESHOLD = 0.9
+
+
+def latency_entry(b: BenchResult, key: str, coverage_threshold: float = DEFAULT_COVERAGE_THRESHOLD) -> LatencyEntry:
     t = b.timings_ms
     return LatencyEntry(
         device_id=b.device.id, device_name=b.device.name, device_model=b.device.model, device_os=b.device.os,
         backend=b.device.backend, delegate_requested=b.delegate_requested, delegate_applied=b.delegate_applied,
         status=b.status, reason=b.reason,
         mean_ms=t.mean if t else None, std_ms=t.std if t else None, p50_ms=t.p50 if t else None,
-        p90_ms=t.p90 if t else None, init_ms=t.init if t else None,
+        p90_ms=t.p90 if t else None, count=t.count if t else None, init_ms=t.init if t else None,
         peak_memory_mb=(b.memory.peak_mb or b.memory.overall_mb) if b.memory else None, key=key,
+        conditions=b.conditions, flags=measurement_flags(b.conditions, coverage_threshold) if b.status == "ok" else [],
     )
 
 
@@ -77,6 +83,7 @@ def build_results(
     *,
     c: float = 1.0,
     score_basis: str = "auto",
+    coverage_threshold: float = DEFAULT_COVERAGE_THRESHOLD,
 ) -> Results:
     """Everything the leaderboard needs, with every gap recorded in `missing` (never invented)."""
     models: list[ModelResult] = []
@@ -94,6 +101,8 @@ def build_results(
                 models.append(m)
                 continue
             m.size_mb, m.sha256, m.model_key = conv.size_mb, conv.model.sha256, conv.model.key
+            m.dynamic_tensors, m.gpu_compatibility = conv.dynamic_tensors, conv.gpu_compatibility
+            m.input_quantization = conv.input.quantization
             if ev is None or ev.model_sha256 != conv.model.sha256:
                 missing.append(Missing(step="evaluate", arch=arch, format=fmt,
                                        reason="no eval.json for this model" if ev is None
@@ -101,11 +110,13 @@ def build_results(
                 ev = None
             else:
                 m.top1, m.top3, m.keras_top1, m.drop_top1 = ev.top1, ev.top3, ev.keras_top1, ev.drop_top1
+                m.count, m.top1_ci, m.top3_ci = ev.count, ev.top1_ci, ev.top3_ci
+                m.drop_top1_test, m.drop_top3_test, m.per_image = ev.drop_top1_test, ev.drop_top3_test, ev.per_image
             for key, b in benches.get((arch, fmt), []):
                 if b.model_sha256 != conv.model.sha256:
                     continue  # a measurement of an older file of this model
                 devices.setdefault(b.device.id, b.device)
-                e = latency_entry(b, key)
+                e = latency_entry(b, key, coverage_threshold)
                 if e.status == "ok" and ev is not None and e.mean_ms:
                     e.score = mai_score(ev.top1, ev.top3, e.mean_ms / 1000.0, c)
                 if e.status != "ok":
@@ -147,6 +158,18 @@ def _score(v: float | None) -> str:
     return "–" if v is None else (f"{v:.4f}" if v >= 1e-3 else f"{v:.2e}")
 
 
+def _p(v: float) -> str:
+    return f"{v:.2g}" if v >= 0.001 else "<0.001"
+
+
+def _drop(m: ModelResult) -> str:
+    """Keras minus TFLite top-1 with its paired interval and McNemar p, e.g. '0.8 ±1.0, p 0.12'."""
+    t = m.drop_top1_test
+    if t is None:
+        return _f(m.drop_top1)
+    return f"{plus_minus(t.diff, t.ci)}, p {_p(t.p_value)}"
+
+
 def ranked(results: Results) -> list[ModelResult]:
     return sorted(results.models, key=lambda m: (m.score is None, -(m.score or 0.0), -(m.top1 or 0.0)))
 
@@ -165,10 +188,17 @@ def render_leaderboard(results: Results) -> str:
     for i, m in enumerate(ranked(results), 1):
         basis = next((e for e in m.latency if m.score_basis and entry_label(e) == m.score_basis), None)
         lines.append(
-            f"| {i} | {m.arch} | {m.format} | {_f(m.size_mb, 2)} | {_f(m.top1)} | {_f(m.top3)} | "
-            f"{_f(m.keras_top1)} | {_f(m.drop_top1)} | {_f(basis.mean_ms if basis else None, 2)} | "
+            f"| {i} | {m.arch} | {m.format} | {_f(m.size_mb, 2)} | {plus_minus(m.top1, m.top1_ci)} | "
+            f"{plus_minus(m.top3, m.top3_ci)} | {_f(m.keras_top1)} | {_drop(m)} | "
+            f"{_f(basis.mean_ms if basis else None, 2)} | "
             f"{m.score_basis or (m.reason or 'not measured')} | {_f(basis.peak_memory_mb if basis else None)} | "
             f"{_score(m.score)} |")
+    counts = sorted({m.count for m in results.models if m.count})
+    if counts:
+        lines += ["", f"top-1/top-3: ± is half the width of the seeded 95 % bootstrap interval over the "
+                  f"{'/'.join(map(str, counts))} validation images. drop pts: Keras top-1 minus TFLite top-1 on "
+                  "the same images, ± its paired bootstrap interval, p the exact McNemar test (p < 0.05: the "
+                  "conversion changed accuracy beyond chance)."]
     all_entries = [(m, e) for m in results.models for e in m.latency]
     if all_entries:
         lines += ["", "## Latency on every device and delegate", "",
@@ -182,8 +212,20 @@ def render_leaderboard(results: Results) -> str:
             if e.status != "ok":
                 lines.append(f"| {m.arch} | {m.format} | {dev} | {deleg} | missing: {e.reason} | | | | | |")
                 continue
-            lines.append(f"| {m.arch} | {m.format} | {dev} | {deleg} | {_f(e.mean_ms, 2)} | {_f(e.p50_ms, 2)} | "
-                         f"{_f(e.p90_ms, 2)} | {_f(e.init_ms, 1)} | {_f(e.peak_memory_mb)} | {_score(e.score)} |")
+            if e.delegate_applied == "partial":
+                c = e.conditions
+                share = (f", {c.delegated_nodes} of {c.total_nodes} nodes" if c is not None and c.total_nodes
+                         and c.delegated_nodes is not None else "")
+                deleg = f"{e.delegate_requested} (partly{share}; the rest on the CPU)"
+            if e.flags:
+                deleg += " ⚠ " + "; ".join(e.flags)
+            # Without per-run samples there are no percentiles; the mean (and its std) still stand.
+            no_samples = "no samples" if e.mean_ms is not None else "–"
+            p50 = _f(e.p50_ms, 2) if e.p50_ms is not None else no_samples
+            p90 = _f(e.p90_ms, 2) if e.p90_ms is not None else no_samples
+            mean = _f(e.mean_ms, 2) + (f" ± {e.std_ms:.2f}" if e.std_ms is not None and e.p50_ms is None else "")
+            lines.append(f"| {m.arch} | {m.format} | {dev} | {deleg} | {mean} | {p50} | "
+                         f"{p90} | {_f(e.init_ms, 1)} | {_f(e.peak_memory_mb)} | {_score(e.score)} |")
     if results.missing:
         lines += ["", "## Missing", ""]
         for miss in results.missing:

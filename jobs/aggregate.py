@@ -28,10 +28,15 @@ class AggregateSettings(StepSettings):
     fail_on_regression: bool = Field(False, description="Exit non-zero when regressions are flagged (for CI gates).")
     top1_drop_pts: float = Field(1.0, ge=0, description="Top-1 drop (points) flagged as a regression.")
     top3_drop_pts: float = Field(1.0, ge=0, description="Top-3 drop (points) flagged as a regression.")
+    accuracy_alpha: float = Field(0.05, gt=0, lt=1, description="An accuracy change is flagged only when the exact "
+                                  "McNemar test on the same images gives p below this (or, on different images, "
+                                  "the unpaired bootstrap interval excludes 0).")
     latency_rel: float = Field(0.10, ge=0, description="Relative latency growth (beyond noise) flagged.")
     latency_noise_k: float = Field(2.0, ge=0, description="Latency growth must also exceed this many robust "
                                                           "sigmas of the device's samples.")
     size_rel: float = Field(0.05, ge=0, description="Relative model size growth flagged.")
+    coverage_threshold: float = Field(0.9, ge=0, le=1, description="A delegate that took a smaller share of the "
+                                                                   "graph's nodes is flagged 'mostly on CPU'.")
 
     @field_validator("score_basis")
     @classmethod
@@ -68,9 +73,10 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     run, manifest = load_run(store, run_id)
     trains, converts, evals, benches = collect(store, run_id, run.params.archs, run.params.formats)
     results = build_results(run, manifest, trains, converts, evals, benches, c=settings.c,
-                            score_basis=settings.score_basis)
+                            score_basis=settings.score_basis, coverage_threshold=settings.coverage_threshold)
     bench_docs = [b for pairs in benches.values() for _, b in pairs]
     thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, top3_drop_pts=settings.top3_drop_pts,
+                            accuracy_alpha=settings.accuracy_alpha,
                             latency_rel=settings.latency_rel, latency_noise_k=settings.latency_noise_k,
                             size_rel=settings.size_rel)
     history = read_history(store)

@@ -226,6 +226,22 @@ def test_best_model_confusion_and_conversion(page, fixture_run):
     conv = root.find("table", id="conversion-table")
     assert len(conv.find("tbody").find_all("tr")) == 6
     assert "94.70" in conv.text() and "0.50" in conv.text()  # resnet50 int8 lost half a point
+    # what a conversion lost carries its paired interval and McNemar p
+    row = next(r for r in conv.find("tbody").find_all("tr") if "MobileNetV2" in r.text() and "int8" in r.text())
+    lost = row.find_all("td")[4]
+    assert "\u00b1" in lost.text() and "McNemar p" in lost.text() and "paired bootstrap" in lost.attrs["title"]
+
+
+def test_accuracy_cells_show_their_interval(page, fixture_run):
+    _, root = page
+    lb = root.find("table", id="leaderboard-table")
+    titles = [h.text() for h in lb.find("thead").find_all("th")]
+    for m in fixture_run.results.models:
+        cells = lb.find("tr", data_model=f"{m.arch}/{m.format}").find_all("td")
+        top1 = cells[titles.index("Top-1 %")]
+        assert top1.text().startswith(f"{m.top1:.1f} \u00b1{(m.top1_ci.hi - m.top1_ci.lo) / 2:.1f}")
+        assert f"{m.top1_ci.lo:.2f}..{m.top1_ci.hi:.2f}" in top1.attrs["title"]
+        assert "\u00b1" in cells[titles.index("Top-3 %")].text()
 
 
 def test_latency_distributions_from_raw_samples(page, fixture_run):
@@ -349,3 +365,27 @@ def test_files_left_out_and_dataset_warnings_are_in_the_provenance(fixture_run):
         "section", id="provenance").text()
     assert f"7 (each with its reason in datasets/{results.dataset_fingerprint}/dataset.json)" in prov
     assert warning in prov
+
+
+def test_model_files_show_static_shapes_gpu_verdict_and_input(fixture_run):
+    from common.schemas import GpuCompatibility, GpuOpIssue
+
+    results = fixture_run.results.model_copy(deep=True)
+    m = next(m for m in results.models if (m.arch, m.format) == ("efficientnet_b2", "float32"))
+    m.dynamic_tensors = 365
+    m.gpu_compatibility = GpuCompatibility(compatible=False, tool="rules", ops=[
+        GpuOpIssue(op="SHAPE", nodes=[12, 40], reason="Not supported op SHAPE")])
+    root = parse(render_report(results, fixture_run.evals, fixture_run.benches)).root
+    files = root.find("table", id="files-table")
+    rows = {r.attrs["data-model"]: r for r in files.find("tbody").find_all("tr")}
+    assert len(rows) == 6
+    bad = rows["efficientnet_b2/float32"].find_all("td")
+    assert bad[2].text() == "365" and "cannot take: SHAPE \u00d72" in bad[3].text()
+    assert "Not supported op SHAPE" in bad[3].attrs["title"]
+    ok = rows["mobilenet_v2/int8"].find_all("td")
+    assert ok[2].text() == "0" and "takes every op" in ok[3].text()
+    assert ok[4].text() == "uint8 RGB pixels, scale 1, zero point 0"
+    # beside the paper's "could not run EfficientNet on the GPU": what our file allows
+    t12 = root.find("table", id="paper-iphone-12-pro")
+    verdicts = [v.text() for v in t12.find_all("small", cls="gpu-verdict")]
+    assert len(verdicts) == 4 and any("cannot take: SHAPE" in v for v in verdicts)
