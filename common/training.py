@@ -18,6 +18,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from common.archs import Architecture, Recipe, _all_layers, build_model, get_arch, set_batchnorm_momentum
+from common.errors import ScenebenchError
 from common.logging import get_logger
 from common.provenance import cpu_count, cpu_model
 from common.schemas import EpochRecord, Hardware
@@ -288,7 +289,7 @@ def float32_copy(model, arch: str | None = None, image_size: tuple[int, int] | N
     wrong = [f"{what} {got!r}, expected {want!r}" for what, (want, got) in expected.items()
              if want is not None and want != got]
     if wrong:
-        raise ValueError(f"model {model.name!r} does not match its training record: {'; '.join(wrong)}")
+        raise ScenebenchError(f"model {model.name!r} does not match its training record: {'; '.join(wrong)}")
     return copy
 
 
@@ -373,9 +374,10 @@ def train(
     """Train (or resume) and return the final model saved at workdir/model.keras.
 
     make_train_ds(global batch size, seed) and make_val_ds(global batch size) return
-    tf.data datasets of (float images 0..255, int labels); the training set is made anew each
-    epoch with that epoch's seed (shuffle and augmentation). `on_checkpoint(model_path, state_path)` is called
-    after each epoch's checkpoint is on local disk (the job uploads it).
+    tf.data datasets of (float images 0..255, int labels); the training set is made anew
+    each epoch, with that epoch's seed for its shuffle and augmentation.
+    `on_checkpoint(model_path, state_path)` is called after each epoch's checkpoint is on
+    local disk (the job uploads it).
     """
     import keras
 
