@@ -6,6 +6,10 @@ Formats:
            the input takes raw camera bytes (uint8 RGB, scale exactly 1, zero point 0)
   float16  weights stored as float16, computed in float (GPU delegates like it)
   dynamic  dynamic-range: int8 weights, float activations
+  int8-selective  int8 except the layers TensorFlow's quantization debugger finds worst, kept
+           float (common.quantdebug.selective; uint8 input and output like int8)
+  int16x8  16-bit activations, 8-bit weights (TFLite's experimental 16x8 mode); float input
+           and output, since the mode takes float or int16 at its edges, not uint8 pixels
 
 Every model has static shapes: batch 1 and no -1 in any tensor's shape signature. Keras
 exports a batch dimension of None by default, and the converter then keeps every shape
@@ -65,12 +69,28 @@ def convert(saved_model_dir: Path, fmt: str,
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
+    elif fmt == "int16x8":
+        if representative is None:
+            raise ConversionError("int16x8 conversion needs calibration images (a representative dataset)")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        # Only 16x8 kernels: fail rather than silently keep float ops.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    elif fmt == "int8-selective":
+        from common.quantdebug import selective
+
+        if representative is None:
+            raise ConversionError("int8-selective conversion needs calibration images (a representative dataset)")
+        blob = selective(saved_model_dir, representative).model
     else:
         raise ConversionError(f"unknown format {fmt!r}; valid values: {', '.join(FORMATS)}")
-    try:
-        blob = converter.convert()
-    except Exception as exc:  # the converter raises many types; keep the cause
-        raise ConversionError(f"TFLite conversion to {fmt} failed: {exc.__class__.__name__}: {exc}") from exc
+    if fmt != "int8-selective":
+        try:
+            blob = converter.convert()
+        except Exception as exc:  # the converter raises many types; keep the cause
+            raise ConversionError(f"TFLite conversion to {fmt} failed: {exc.__class__.__name__}: {exc}") from exc
+    if fmt == "int16x8":
+        _check_allocates(blob, fmt)
     count, examples = dynamic_tensors(blob)
     if count:
         raise ConversionError(
@@ -160,6 +180,17 @@ def requantization_mismatches(model: bytes | Path) -> list[str]:
     return out
 
 
+def _check_allocates(blob: bytes, fmt: str) -> None:
+    """LiteRT refuses some quantized models only when preparing them: an int16 RELU6 whose
+    output range is tiny (a dead layer) overflows int32 when 6.0 is quantized."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=blob,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    try:
+        interp.allocate_tensors()
+    except RuntimeError as exc:
+        raise ConversionError(f"the {fmt} model converts but LiteRT cannot prepare it: {exc}") from exc
 def _interpreter(model: bytes | Path):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1"
 
-Format = Literal["float32", "int8", "float16", "dynamic"]
-FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic")
+Format = Literal["float32", "int8", "float16", "dynamic", "int8-selective", "int16x8"]
+FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic", "int8-selective", "int16x8")
+# Formats calibrated on training images (integer activations); the debugger diagnoses them.
+INTEGER_FORMATS: tuple[str, ...] = ("int8", "int8-selective", "int16x8")
 Delegate = Literal["cpu", "gpu", "coreml"]
 DELEGATES: tuple[str, ...] = ("cpu", "gpu", "coreml")
 # What ran the graph: a delegate, or "partial" when the requested delegate took only part of the
@@ -210,6 +212,10 @@ class ConvertReport(Versioned):
     converter: str
     seconds: float
     calibration_samples: int = 0
+    weights_quantization: Literal["per-channel", "per-tensor"] | None = Field(
+        default=None, description="how integer weights are scaled, read from the file (None: float weights)")
+    float_layers: list[str] = Field(
+        default_factory=list, description="int8-selective: output tensors of the layers kept float, as the debugger named them")
     tensors: int | None = Field(default=None, description="tensors in the model")
     dynamic_tensors: int | None = Field(default=None, description="tensors with -1 in their shape signature (must be 0)")
     gpu_compatibility: GpuCompatibility | None = None
@@ -518,4 +524,36 @@ class Pointer(Versioned):
     results_key: str
     report_key: str | None = None
     leaderboard_key: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- quant_debug.json
+class LayerError(Doc):
+    """One quantized layer as TensorFlow's quantization debugger measured it."""
+
+    index: int = Field(description="position in the model's op order")
+    tensor: str = Field(description="output tensor name (what the converter's denylisted_nodes takes)")
+    op: str
+    layers: list[str] = Field(description="Keras layer names fused into this op")
+    rmse_over_scale: float | None = Field(description="RMSE of (dequantized - float) in quantization steps; ~0.29 is pure rounding")
+    mean_error: float
+    max_abs_error: float
+    rmse: float
+    scale: float
+    zero_point: int
+    num_elements: int
+
+
+class QuantDebugReport(Versioned):
+    kind: Literal["quant_debug"] = "quant_debug"
+    run_id: str
+    arch: str
+    format: Format
+    tool: str = Field(description="the debugger and TensorFlow version that measured it")
+    calibration_samples: int
+    images: int = Field(description="images the debugger ran (the calibration images)")
+    suspect_threshold: float
+    layers: list[LayerError]
+    worst: list[str] = Field(description="tensor names of the five worst layers by rmse_over_scale")
+    model_sha256: str = Field(description="the model.tflite beside this file")
     created_at: datetime = Field(default_factory=utcnow)

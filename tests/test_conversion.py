@@ -22,7 +22,6 @@ from common.conversion import (
 )
 from common.errors import ConversionError
 from common.evaluation import TFLiteClassifier
-from common.schemas import FORMATS
 
 SIZE = (32, 48)
 pytestmark = pytest.mark.slow
@@ -41,7 +40,9 @@ def converted(request, tmp_path_factory):
     calib = rng.uniform(0, 255, (8, *SIZE, 3)).astype("float32")
     probe = rng.uniform(0, 255, (4, *SIZE, 3)).astype("float32")
     out = {}
-    for fmt in FORMATS:
+    # The integer remedies (int8-selective, int16x8) need a network whose activations do not
+    # vanish, which random BatchNorm statistics do not give: tests/test_quant.py covers them.
+    for fmt in ("float32", "int8", "float16", "dynamic"):
         path = work / f"{fmt}.tflite"
         path.write_bytes(convert(sm, fmt, representative_from(calib) if fmt == "int8" else None))
         out[fmt] = path

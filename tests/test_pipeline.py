@@ -46,7 +46,8 @@ def test_the_tree_of_a_run(two_runs):
     for key in ("run.json", "results.json", "leaderboard.md", "report.html", "pareto.png",
                 "mobilenet_v2/train.json", "mobilenet_v2/model/model.keras", "mobilenet_v2/checkpoints/last.keras",
                 "mobilenet_v2/float32/model.tflite", "mobilenet_v2/float32/convert.json",
-                "mobilenet_v2/float32/eval.json", "mobilenet_v2/int8/model.tflite", "mobilenet_v2/int8/eval.json"):
+                "mobilenet_v2/float32/eval.json", "mobilenet_v2/int8/model.tflite", "mobilenet_v2/int8/eval.json",
+                "mobilenet_v2/int8/quant_debug.json"):
         assert run + key in keys, key
     assert any(k.startswith(run + "mobilenet_v2/int8/bench/host-") and k.endswith("/cpu.json") for k in keys)
     assert sum(k.startswith("datasets/") and k.endswith("dataset.json") for k in keys) == 1  # prepared once
@@ -55,9 +56,13 @@ def test_the_tree_of_a_run(two_runs):
 
 def test_results_json_is_the_last_object_of_the_run(two_runs):
     store, _, _ = two_runs
-    files = [p for p in (store.root / "runs" / "run-a").rglob("*") if p.is_file() and not p.name.endswith(".sha256")]
+    run = store.root / "runs" / "run-a"
+    # logs/pipeline.jsonl records the run, aggregate included, so it is uploaded after it.
+    files = [p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".sha256")
+             and p.parent != run / "logs"]
     newest = max(files, key=lambda p: p.stat().st_mtime_ns)
     assert newest.name == "results.json"
+    assert (run / "logs" / "pipeline.jsonl").is_file()
 
 
 def test_results_have_every_model_measured_and_scored(two_runs):

@@ -149,8 +149,10 @@ def render_report(
     benches: list[BenchResult],
     baseline: Results | None = None,
     history: list[Results] | None = None,
+    quant_debug: dict | None = None,
 ) -> str:
-    """The whole report page for one run, as HTML text."""
+    """The whole report page for one run, as HTML text. `quant_debug`: the quantization
+    debugger's per-layer report of each integer model, by (arch, format)."""
     banners = []
     if results.dataset_synthetic:
         banners.append('<div class="banner warn"><strong>Synthetic dataset.</strong> These images are generated '
@@ -181,7 +183,7 @@ def render_report(
         pareto_section(results),
         paper_section(results),
         best_section(results, evals),
-        conversion_section(results, evals),
+        conversion_section(results, evals, quant_debug),
         files_section(results),
         distribution_section(results, benches),
         conditions_section(results),
