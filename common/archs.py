@@ -7,6 +7,7 @@ preprocessing, so a converted .tflite needs nothing but the photo resized to its
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,20 +23,34 @@ NUM_CLASSES = 30
 class Recipe:
     """How an architecture is fine-tuned: a head phase on a frozen backbone, then the whole net."""
 
-    optimizer: Literal["adam", "sgd"]
+    optimizer: Literal["adam", "adamw", "sgd"]
     head_lr: float
     full_lr: float
     schedule: Literal["cosine", "bit_hyperrule"]
+    # BatchNorm while the whole net trains. "frozen": inference mode, its moving statistics,
+    # scale and offset kept, as the Keras transfer-learning guide has it for a pretrained
+    # backbone (new data's batch statistics would undo what it learnt); "train": updated.
+    batchnorm: Literal["frozen", "train"]
     batch_size: int = 32
     head_fraction: float = 0.3  # share of epochs spent on the head when weights are pretrained
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.1
     dropout: float = 0.2
     sgd_momentum: float = 0.9
+    # Decoupled weight decay (Keras's: w -= learning_rate * weight_decay * w each step).
     weight_decay: float = 0.0
     # Stochastic depth ("drop connect") of keras.applications' EfficientNets: the rate of the
     # last block (earlier blocks ramp up to it). None: Keras' own 0.2.
     drop_connect_rate: float | None = None
+
+    def __post_init__(self):
+        if self.optimizer == "adam" and self.weight_decay:
+            raise ConfigError(f"optimizer 'adam' with weight_decay {self.weight_decay} is AdamW: "
+                              "use optimizer='adamw'")
+        if self.optimizer == "adamw" and not self.weight_decay > 0:
+            raise ConfigError("optimizer 'adamw' needs a weight_decay above 0; without it use 'adam'")
+        if self.batchnorm not in ("frozen", "train"):
+            raise ConfigError(f"unknown batchnorm {self.batchnorm!r}; valid values: frozen, train")
 
     def as_dict(self) -> dict:
         return {k: v for k in self.__dataclass_fields__ if (v := getattr(self, k)) is not None}
@@ -49,12 +64,18 @@ class Architecture:
     preprocessing: Literal["mobilenet", "builtin", "caffe"]
     imagenet_notop_file: str  # the file keras.applications downloads for weights="imagenet"
     recipe: Recipe
+    # keras.applications' EfficientNets add Rescaling(1/sqrt(ImageNet std)) after their
+    # Normalization only when weights is the literal string "imagenet": the ported weights
+    # store the std where the variance belongs. Any ImageNet-style weights file needs it.
+    imagenet_std_rescaling: bool = False
     # Training from random weights: None uses common.training.SCRATCH_RECIPE.
     scratch_recipe: Recipe | None = None
     paper_name: str | None = None
     notes: str = ""
     default_image_size: tuple[int, int] = field(default=DEFAULT_IMAGE_SIZE)
 
+
+KERAS_ADAMW_WEIGHT_DECAY = 0.004  # keras.optimizers.AdamW's default
 
 ARCHS: dict[str, Architecture] = {
     a.name: a
@@ -65,7 +86,8 @@ ARCHS: dict[str, Architecture] = {
             keras_app="MobileNetV2",
             preprocessing="mobilenet",
             imagenet_notop_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-            recipe=Recipe(optimizer="adam", head_lr=1e-3, full_lr=2e-4, schedule="cosine", batch_size=32),
+            recipe=Recipe(optimizer="adamw", head_lr=1e-3, full_lr=2e-4, schedule="cosine", batchnorm="frozen",
+                          weight_decay=KERAS_ADAMW_WEIGHT_DECAY, batch_size=32),
             paper_name="MobileNet V2",
         ),
         Architecture(
@@ -74,13 +96,14 @@ ARCHS: dict[str, Architecture] = {
             keras_app="EfficientNetB2",
             preprocessing="builtin",  # Rescaling + Normalization layers inside the model
             imagenet_notop_file="efficientnetb2_notop.h5",
-            recipe=Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-4, schedule="cosine", batch_size=16,
-                          dropout=0.3),
+            imagenet_std_rescaling=True,
+            recipe=Recipe(optimizer="adamw", head_lr=1e-3, full_lr=1e-4, schedule="cosine", batchnorm="frozen",
+                          weight_decay=KERAS_ADAMW_WEIGHT_DECAY, batch_size=16, dropout=0.3),
             # From scratch, the generic recipe (Adam 1e-3, Keras' stochastic depth 0.2) left B2 at
             # chance after 3 epochs of the synthetic set at 64x96 (5.0 / 8.3 % top-1, seeds 0 / 1);
             # without stochastic depth and with a 3e-3 peak: 22.2 / 27.8 % (seed 0, either change
             # alone: 7.8 %). Same batch, so no slower; batch 16 reached 33 % but costs ~15 % time.
-            scratch_recipe=Recipe(optimizer="adam", head_lr=3e-3, full_lr=3e-3, schedule="cosine",
+            scratch_recipe=Recipe(optimizer="adam", head_lr=3e-3, full_lr=3e-3, schedule="cosine", batchnorm="train",
                                   head_fraction=0.0, warmup_fraction=0.05, label_smoothing=0.0,
                                   dropout=0.1, drop_connect_rate=0.0),
             paper_name="EfficientNet",
@@ -93,8 +116,10 @@ ARCHS: dict[str, Architecture] = {
             imagenet_notop_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             # BiT-HyperRule: SGD momentum 0.9, base lr 0.003 per 512 images scaled by batch,
             # linear warm-up, then x0.1 at 30%, 60% and 90% of the steps; no head-only phase.
+            # No weight decay: BiT's fine-tuning has none (big_transfer's train.py: SGD(momentum=0.9)).
             recipe=Recipe(optimizer="sgd", head_lr=0.003, full_lr=0.003, schedule="bit_hyperrule",
-                          batch_size=32, head_fraction=0.0, label_smoothing=0.0, dropout=0.0),
+                          batchnorm="frozen", batch_size=32, head_fraction=0.0, label_smoothing=0.0,
+                          dropout=0.0, weight_decay=0.0),
             notes="Keras ResNet50 fine-tuned with the BiT-HyperRule schedule",
         ),
     )
@@ -193,13 +218,11 @@ def build_model(arch_name: str, image_size: tuple[int, int], num_classes: int = 
         raise ConfigError(f"weights file {backbone_weights!r} does not exist; give 'none', 'imagenet' or a path")
     if full_model_weights and not Path(weights).is_file():
         raise ConfigError(f"weights file {weights!r} does not exist")
-    ctor = getattr(keras.applications, arch.keras_app)
     inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
     pre = _preprocess_layer(arch.preprocessing)
     x = pre(inputs) if pre is not None else inputs
     try:
-        backbone = ctor(include_top=False, weights=backbone_weights, input_shape=(h, w, 3), pooling="avg",
-                        name="backbone")
+        backbone = build_backbone(arch, (h, w), backbone_weights)
     except Exception as exc:  # download failures surface as many types
         if backbone_weights == "imagenet":
             raise ConfigError(
@@ -219,6 +242,53 @@ def build_model(arch_name: str, image_size: tuple[int, int], num_classes: int = 
     if full_model_weights:
         model.load_weights(weights)
     return model
+
+
+# keras.applications.efficientnet.IMAGENET_STDDEV_RGB; a test checks the graph against Keras's own.
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+def build_backbone(arch: Architecture, image_size: tuple[int, int], weights: str | None):
+    """The keras.applications network without its top, average-pooled, named 'backbone'.
+
+    `weights`: None, 'imagenet' (Keras downloads the file, or finds it in its cache) or the
+    path of a no-top weights file. A file gets exactly the graph Keras builds for
+    'imagenet', so a pre-seeded or given file computes what a downloaded one does.
+    """
+    import keras
+
+    ctor = getattr(keras.applications, arch.keras_app)
+    from_file = weights not in (None, "imagenet")
+    # Keras's own model name is kept while it builds: its EfficientNets name the file they
+    # download after the model (name="backbone" asked for backbone_notop.h5, which does not exist).
+    backbone = ctor(include_top=False, weights=None if from_file else weights, input_shape=(*image_size, 3),
+                    pooling="avg")
+    if from_file:
+        if arch.imagenet_std_rescaling:
+            backbone = _with_imagenet_std_rescaling(backbone)
+        backbone.load_weights(weights)
+    backbone.name = "backbone"
+    return backbone
+
+
+def _with_imagenet_std_rescaling(backbone):
+    """The backbone with the Rescaling keras.applications inserts after Normalization for 'imagenet'."""
+    import keras
+
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization)]
+    if len(norms) != 1:
+        raise ConfigError(f"{backbone.name} has {len(norms)} Normalization layers; expected the one "
+                          "keras.applications' EfficientNet stem has")
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        if isinstance(layer, keras.layers.Normalization):
+            out = keras.layers.Rescaling([1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB])(out)
+        return out
+
+    # Fresh layers from the same configs, called in the same order, with the one layer added;
+    # the weights are loaded into the copy afterwards.
+    return keras.models.clone_model(backbone, call_function=call)
 
 
 KERAS_DROP_CONNECT_RATE = 0.2  # what keras.applications.EfficientNetB0..B7 build with

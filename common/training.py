@@ -17,7 +17,8 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from common.archs import Architecture, Recipe, build_model, get_arch, set_batchnorm_momentum
+from common.archs import Architecture, Recipe, _all_layers, build_model, get_arch, set_batchnorm_momentum
+from common.errors import ScenebenchError
 from common.logging import get_logger
 from common.provenance import cpu_count, cpu_model
 from common.schemas import EpochRecord, Hardware
@@ -27,7 +28,7 @@ MixedPrecision = Literal["auto", "on", "off"]
 
 # When training from random weights the fine-tuning recipes do not apply (a frozen random
 # backbone learns nothing; BiT's tiny learning rate is meant for pretrained nets).
-SCRATCH_RECIPE = Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-3, schedule="cosine",
+SCRATCH_RECIPE = Recipe(optimizer="adam", head_lr=1e-3, full_lr=1e-3, schedule="cosine", batchnorm="train",
                         head_fraction=0.0, warmup_fraction=0.05, label_smoothing=0.0, dropout=0.1)
 
 
@@ -138,22 +139,72 @@ def _WarmupPiecewise(*args):
 def make_optimizer(recipe: Recipe, schedule):
     import keras
 
+    # Keras applies weight_decay decoupled from the gradient, in every optimizer (AdamW is Adam
+    # with a non-zero default); None rather than 0.0 keeps it out of the update entirely.
+    decay = recipe.weight_decay or None
     if recipe.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=schedule)
+    if recipe.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay)
     if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.sgd_momentum, nesterov=False)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid values: adam, sgd")
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=recipe.sgd_momentum, nesterov=False,
+                                    weight_decay=decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid values: adam, adamw, sgd")
 
 
-def set_phase(model, phase: Phase) -> None:
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order, augmentation and dropout draws.
+
+    A function of (seed, epoch) only: a run resumed after a restart draws in epoch 3 what an
+    uninterrupted run draws there. Drawing from one stream per process instead restarted the
+    shuffle and augmentation order at epoch 1 after every restart.
+    """
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
+
+
+def seed_epoch(model, seed: int, epoch: int) -> int:
+    """Seed everything random in one epoch of training; returns the epoch's data seed.
+
+    Python, NumPy, TensorFlow and Keras's global generator, and each layer's own generator
+    (Dropout, EfficientNet's stochastic depth): their state is not in a checkpoint, so it is
+    set from (seed, epoch) rather than carried over from the previous epoch.
+    """
+    import keras
+
+    data_seed = epoch_seed(seed, epoch)
+    keras.utils.set_random_seed(data_seed)
+    states = [v for v in model.variables if v.name == "seed_generator_state"]
+    layer_seeds = np.random.SeedSequence([seed, epoch, 1]).generate_state(len(states)) % 2**31
+    for state, layer_seed in zip(states, layer_seeds):
+        state.assign(np.array([layer_seed, 0], dtype=state.dtype))
+    return data_seed
+
+
+def set_phase(model, phase: Phase, batchnorm: Literal["frozen", "train"] = "train") -> None:
+    """Head: the backbone frozen. Full: the backbone trains, its BatchNorm frozen or not.
+
+    A BatchNormalization layer with trainable=False runs in inference mode in Keras (moving
+    statistics, not the batch's, and none updated): the Keras transfer-learning guide's way
+    of keeping a pretrained backbone's BatchNorm out of fine-tuning. Freezing the layers,
+    rather than calling the backbone with training=False, keeps EfficientNet's stochastic
+    depth acting during fine-tuning.
+    """
+    import keras
+
     backbone = model.get_layer("backbone")
     backbone.trainable = phase == "full"
+    if phase == "full" and batchnorm == "frozen":
+        for layer in _all_layers(backbone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    elif batchnorm not in ("frozen", "train"):
+        raise ValueError(f"unknown batchnorm {batchnorm!r}; valid values: frozen, train")
 
 
 def compile_for_phase(model, recipe: Recipe, phase: Phase, phase_steps: int, batch_size: int) -> None:
     import keras
 
-    set_phase(model, phase)
+    set_phase(model, phase, recipe.batchnorm)
     model.compile(
         optimizer=make_optimizer(recipe, make_schedule(recipe, phase, phase_steps, batch_size)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
@@ -199,32 +250,64 @@ def distribution(mixed_precision: MixedPrecision = "auto"):
 
 def uses_float16(model) -> bool:
     """Whether any layer computes in float16 (a model trained under mixed precision)."""
-    from common.archs import _all_layers
-
     return any(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") == "float16"
                for layer in _all_layers(model))
 
 
-def float32_copy(model, arch: str, image_size: tuple[int, int], num_classes: int):
-    """The same weights in a float32 model.
+def float32_copy(model, arch: str | None = None, image_size: tuple[int, int] | None = None,
+                 num_classes: int | None = None):
+    """The same network and weights, computing in float32.
 
     A .keras file saved under mixed precision recreates float16 layers when loaded,
     whatever the global policy; converting that graph would put float16 casts into the
-    "float32" TFLite model. The variables themselves are float32, so rebuilding the
-    architecture in float32 and copying them is exact.
+    "float32" TFLite model. The copy is rebuilt from the model's own config with every
+    layer's policy set to float32 -- not from the registry, whose weights='none' graph can
+    differ from the trained one (EfficientNet built for ImageNet weights has one more
+    layer) -- and takes its variables, which are float32 already. `arch`, `image_size` and
+    `num_classes`, when given, are checked against the model.
     """
     import keras
 
     if not uses_float16(model):
         return model
+    _register_custom_objects()
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        copy = build_model(arch, image_size, num_classes, "none")
-        copy.set_weights(model.get_weights())
+        copy = keras.Model.from_config(_float32_config(model.get_config()))
+        # Layer by layer, as saving and loading do: set_weights would leave Normalization's
+        # cached mean and variance at their initial values (only loading refreshes them).
+        for source, target in zip(_all_layers(model), _all_layers(copy), strict=True):
+            state: dict = {}
+            source.save_own_variables(state)
+            target.load_own_variables(state)
     finally:
         keras.mixed_precision.set_global_policy(previous)
+    expected = {"architecture": (arch, copy.name),
+                "image size": (tuple(image_size) if image_size else None, tuple(copy.input_shape[1:3])),
+                "classes": (num_classes, copy.output_shape[-1])}
+    wrong = [f"{what} {got!r}, expected {want!r}" for what, (want, got) in expected.items()
+             if want is not None and want != got]
+    if wrong:
+        raise ScenebenchError(f"model {model.name!r} does not match its training record: {'; '.join(wrong)}")
     return copy
+
+
+_FLOAT16_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16", "float16", "bfloat16"})
+
+
+def _float32_config(config):
+    """A Keras config with every float16 layer policy and tensor dtype made float32."""
+    if isinstance(config, list):
+        return [_float32_config(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {k: _float32_config(v) for k, v in config.items()}
+    if out.get("class_name") == "DTypePolicy" and out.get("config", {}).get("name") in _FLOAT16_POLICIES:
+        out["config"] = {**out["config"], "name": "float32"}
+    if isinstance(out.get("dtype"), str) and out["dtype"] in _FLOAT16_POLICIES:  # a policy by name, a tensor dtype
+        out["dtype"] = "float32"
+    return out
 
 
 @dataclass
@@ -279,7 +362,7 @@ def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
 
 def train(
     config: TrainConfig,
-    make_train_ds: Callable[[int], object],
+    make_train_ds: Callable[[int, int], object],
     make_val_ds: Callable[[int], object],
     num_train: int,
     workdir: Path,
@@ -291,10 +374,12 @@ def train(
 ) -> TrainOutcome:
     """Train (or resume) and return the final model saved at workdir/model.keras.
 
-    make_train_ds/make_val_ds take the global batch size and return tf.data datasets of
-    (float images 0..255, int labels). `on_checkpoint(model_path, state_path)` is called
-    after each epoch's checkpoint is on local disk (the job uploads it). `callbacks` are
-    Keras callbacks for each epoch's fit and validation (progress reporting).
+    make_train_ds(global batch size, seed) and make_val_ds(global batch size) return
+    tf.data datasets of (float images 0..255, int labels); the training set is made anew
+    each epoch, with that epoch's seed for its shuffle and augmentation.
+    `on_checkpoint(model_path, state_path)` is called after each epoch's checkpoint is on
+    local disk (the job uploads it). `callbacks` are Keras callbacks for each epoch's fit
+    and validation (progress reporting).
     """
     import keras
 
@@ -348,9 +433,6 @@ def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key,
                                 dropout=recipe.dropout, drop_connect_rate=recipe.drop_connect_rate)
         set_batchnorm_momentum(model, bn_momentum)
 
-    # Known length: Keras then neither warns about running out of data nor guesses epochs.
-    train_ds = _one_hot(make_train_ds(global_batch), config.num_classes).apply(
-        tf.data.experimental.assert_cardinality(steps_per_epoch))
     val_ds = make_val_ds(global_batch)
     val_ds_onehot = _one_hot(val_ds, config.num_classes)
 
@@ -358,13 +440,17 @@ def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key,
     if state.epochs_done > 0:
         # The loaded optimizer belongs to the phase of the last finished epoch.
         current_phase = phases[state.epochs_done - 1]
-        set_phase(model, current_phase)
+        set_phase(model, current_phase, recipe.batchnorm)
     for epoch in range(state.epochs_done, config.epochs):
         phase = phases[epoch]
         if phase != current_phase:
             with strategy.scope():
                 compile_for_phase(model, recipe, phase, phase_steps[phase], global_batch)
             current_phase = phase
+        data_seed = seed_epoch(model, config.seed, epoch)
+        # Known length: Keras then neither warns about running out of data nor guesses epochs.
+        train_ds = _one_hot(make_train_ds(global_batch, data_seed), config.num_classes).apply(
+            tf.data.experimental.assert_cardinality(steps_per_epoch))
         t0 = time.monotonic()
         # initial_epoch: callbacks see the run's epoch number, also after a resume
         hist = model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False,

@@ -128,7 +128,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
                                   seed=seed, mixed_precision=settings.mixed_precision)
     outcome = training.train(
         config,
-        make_train_ds=lambda b: data.load_split(train_shards, image_size, b, training=True, seed=seed),
+        make_train_ds=lambda b, s: data.load_split(train_shards, image_size, b, training=True, seed=s),
         make_val_ds=lambda b: data.load_split(val_shards, image_size, b, training=False),
         num_train=num_train, workdir=ckpt_dir, cache_key=cache_key,
         on_checkpoint=upload_checkpoint, resume=not settings.force,

@@ -5,6 +5,7 @@ import pytest
 
 from common import archs
 from common.errors import ConfigError
+from tests.fixtures.weights import keras_preprocess
 
 SIZE = (32, 48)
 
@@ -49,38 +50,65 @@ def test_mobilenet_preprocessing_maps_to_minus_one_one():
     np.testing.assert_allclose(out, [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
 
 
-def _save_legacy_notop(path, name):
-    """A backbone-only weights file in the legacy HDF5 layout keras.applications downloads."""
-    import h5py
+def _features(model):
+    """The model's features: what its classifier ('head') takes."""
     import keras
-    from keras.src.legacy.saving import legacy_h5_format
 
-    ctor = getattr(keras.applications, archs.get_arch(name).keras_app)
-    backbone = ctor(include_top=False, weights=None, input_shape=(*SIZE, 3), pooling="avg")
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
-    return backbone
+    return keras.Model(model.inputs, model.get_layer("head").input)
 
 
-def test_imagenet_weights_are_taken_from_the_weights_dir(tmp_path, monkeypatch):
-    """'imagenet' first looks for the file keras would download; a cluster pre-seeds it."""
-    monkeypatch.setenv("SCENEBENCH_WEIGHTS_DIR", str(tmp_path))
-    arch = archs.get_arch("mobilenet_v2")
-    ref = _save_legacy_notop(tmp_path / arch.imagenet_notop_file, "mobilenet_v2")
-    assert archs.resolve_backbone_weights(arch, "imagenet") == str(tmp_path / arch.imagenet_notop_file)
-    model = archs.build_model("mobilenet_v2", SIZE, weights="imagenet")
-    got = model.get_layer("backbone").get_weights()
-    want = ref.get_weights()
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+def _stem(backbone):
+    """The backbone up to its first convolution: where a change of input scale shows.
+
+    Deep in a network with random weights the features hardly depend on the input, so the
+    features alone would not show a missing or extra input scaling.
+    """
+    import keras
+
+    conv = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D))
+    return keras.Model(backbone.inputs, conv.output)
 
 
-def test_backbone_weights_file_by_path(tmp_path):
-    path = tmp_path / "my_resnet_notop.h5"
-    ref = _save_legacy_notop(path, "resnet50")
-    model = archs.build_model("resnet50", SIZE, weights=str(path))
-    np.testing.assert_array_equal(model.get_layer("backbone").get_weights()[0], ref.get_weights()[0])
+@pytest.mark.parametrize("name", archs.ARCH_NAMES)
+def test_imagenet_weights_build_one_network_whatever_their_source(name, imagenet_cache, tmp_path, monkeypatch):
+    """Downloaded, pre-seeded or given by path: the network keras.applications builds for 'imagenet'.
+
+    EfficientNet's graph depends on the literal string: Keras adds a Rescaling after its
+    Normalization only for weights='imagenet'. A file from SCENEBENCH_WEIGHTS_DIR or a path
+    must not give a different network.
+    """
+    import keras
+
+    arch = archs.get_arch(name)
+    x = np.random.default_rng(3).uniform(0, 255, (2, *SIZE, 3)).astype("float32")
+    reference = getattr(keras.applications, arch.keras_app)(
+        include_top=False, weights="imagenet", input_shape=(*SIZE, 3), pooling="avg")
+    keras_input = keras_preprocess(arch.preprocessing)(x.copy())
+    want_features = np.asarray(reference(keras_input))
+    want_stem = np.asarray(_stem(reference)(keras_input))
+
+    assert archs.resolve_backbone_weights(arch, "imagenet") == "imagenet"  # nothing pre-seeded
+    downloaded = archs.build_model(name, SIZE, weights="imagenet")
+    monkeypatch.setenv("SCENEBENCH_WEIGHTS_DIR", str(imagenet_cache.keras_models))
+    assert archs.resolve_backbone_weights(arch, "imagenet") == str(imagenet_cache.files[name])
+    preseeded = archs.build_model(name, SIZE, weights="imagenet")
+    given = tmp_path / "my_backbone_notop.h5"
+    given.write_bytes(imagenet_cache.files[name].read_bytes())
+    by_path = archs.build_model(name, SIZE, weights=str(given))
+
+    keras_layers = [type(layer).__name__ for layer in reference.layers]
+    features = {}
+    for source, model in (("downloaded", downloaded), ("pre-seeded", preseeded), ("path", by_path)):
+        backbone = model.get_layer("backbone")
+        assert [type(layer).__name__ for layer in backbone.layers] == keras_layers, \
+            f"{source}: not the graph Keras builds for 'imagenet'"
+        pre = model.get_layer("preprocess") if arch.preprocessing != "builtin" else None
+        stem = np.asarray(_stem(backbone)(pre(x) if pre is not None else x))
+        np.testing.assert_allclose(stem, want_stem, rtol=1e-5, atol=1e-4, err_msg=source)
+        features[source] = np.asarray(_features(model)(x))
+        np.testing.assert_allclose(features[source], want_features, rtol=1e-4, atol=1e-5, err_msg=source)
+    np.testing.assert_array_equal(features["pre-seeded"], features["downloaded"])
+    np.testing.assert_array_equal(features["path"], features["downloaded"])
 
 
 def test_full_model_weights_file(tmp_path):
