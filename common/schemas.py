@@ -106,6 +106,8 @@ class RunManifest(Versioned):
     created_at: datetime = Field(default_factory=utcnow)
     code_version: str
     image: str | None = None
+    image_digest: str | None = Field(default=None, description="the image the pod ran, as the container runtime "
+                                                                  "resolved it (pod status imageID)")
     trigger: str = "manual"
     params: RunParams
     dataset_fingerprint: str
@@ -378,6 +380,7 @@ class Results(Versioned):
     created_at: datetime = Field(default_factory=utcnow)
     code_version: str
     image: str | None = None
+    image_digest: str | None = None
     trigger: str = "manual"
     params: RunParams
     dataset_fingerprint: str
