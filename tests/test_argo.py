@@ -19,7 +19,7 @@ import yaml
 from common.archs import ARCH_NAMES
 from common.errors import ConfigError
 from common.settings import JobSettings, load
-from tests.test_verdict import FAILED_NODES, green_results
+from tests.fixtures.argo_failures import FAILED_NODES
 
 REPO = Path(__file__).resolve().parents[1]
 ARGO_DIR = REPO / "argo"
@@ -401,6 +401,7 @@ def test_exit_handler_as_the_template_calls_it_fails_a_run_with_a_failed_branch(
     from common import layout
     from common.store import LocalStore
     from jobs import verdict as verdict_job
+    from tests.test_verdict import green_results
 
     store = LocalStore(tmp_path / "store")
     results = green_results().model_copy(update={"run_id": "scenebench-x7k2p"})

@@ -10,11 +10,9 @@ import pytest
 from common import layout
 from common.schemas import ArtifactRef, BenchPlan, BenchResult, ConvertReport, Missing, TensorInfo
 from common.store import LocalStore
-from common.verdict import is_explained
 from jobs import aggregate, benchmark
 from tests.fixtures.runner import free_port
 from tests.fixtures.xcrun import DEVICE_ID, DEVICES_JSON
-from tests.test_verdict import green_results
 
 RUN, ARCH, FMT = "scenebench-x7k2p", "mobilenet_v2", "int8"
 OFFLINE_ID = "ios-00008030-000a1b2c3d4e5f60"  # the "Drawer phone" of the stand-in xcrun: paired, tunnel unavailable
@@ -81,6 +79,9 @@ def test_runner_with_no_devices_gives_an_empty_plan_that_says_why(store, tmp_pat
     assert doc.reason == f"the runner {runner.url} lists no devices"
 
     # aggregate puts that reason into results.json, where the bare gap used to stand
+    from common.verdict import is_explained
+    from tests.test_verdict import green_results
+
     results = green_results().model_copy(update={"run_id": RUN})
     results.missing = [Missing(step="benchmark", arch=ARCH, format=FMT, reason="no latency measured")]
     aggregate.explain_empty_plans(store, results)
@@ -104,6 +105,9 @@ def test_offline_phone_is_planned_and_its_gap_is_explained(store, tmp_path, ios_
                                "--runner-url", runner.url, "--runner-token", runner.token, "--devices", device,
                                "--delegates", delegate, "--num-runs", "5", "--warmup-runs", "1"]) == 0
         return store.get_model(layout.bench_json(RUN, ARCH, FMT, device, delegate), BenchResult)
+
+    from common.verdict import is_explained
+    from tests.test_verdict import green_results
 
     offline = bench(OFFLINE_ID, "cpu")
     assert offline.status == "missing" and offline.device.state == "offline"

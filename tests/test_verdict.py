@@ -12,37 +12,10 @@ from common.schemas import Missing
 from common.store import LocalStore
 from common.verdict import OFFLINE_REASON, judge, parse_failures
 from jobs import verdict as verdict_job
+from tests.fixtures.argo_failures import FAILED_NODES, RETRIED_THEN_SUCCEEDED, argo_quoted
 from tests.fixtures.results import IPHONE, MISSING_KEY, build_run
 
 RUN = "scenebench-x7k2p"
-
-# `{{workflow.failures}}` of a night where ResNet50's training failed three times while a
-# MobileNetV2 conversion failed once and succeeded on its retry. The fields are Argo's
-# failedNodeStatus (workflow/controller/operator.go: displayName, message, templateName,
-# phase, podName, finishedAt); node and pod names follow its retry naming `<step>(<n>)`.
-FAILED_NODES = [
-    {"displayName": "architecture(2:resnet50)", "message": "child 'scenebench-x7k2p-1720404350' failed",
-     "templateName": "architecture", "phase": "Failed", "podName": "scenebench-x7k2p-architecture-1720404350",
-     "finishedAt": "2026-11-26T04:12:09Z"},
-    {"displayName": "train", "message": "No more retries left", "templateName": "train", "phase": "Failed",
-     "podName": "scenebench-x7k2p-train-3347961283", "finishedAt": "2026-11-26T04:12:08Z"},
-    {"displayName": "train(0)", "message": "OOMKilled (exit code 137)", "templateName": "train", "phase": "Failed",
-     "podName": "scenebench-x7k2p-train-2817452154", "finishedAt": "2026-11-26T02:31:40Z"},
-    {"displayName": "train(1)", "message": "OOMKilled (exit code 137)", "templateName": "train", "phase": "Failed",
-     "podName": "scenebench-x7k2p-train-2867785011", "finishedAt": "2026-11-26T03:20:02Z"},
-    {"displayName": "train(2)", "message": "OOMKilled (exit code 137)", "templateName": "train", "phase": "Failed",
-     "podName": "scenebench-x7k2p-train-2851007392", "finishedAt": "2026-11-26T04:12:08Z"},
-]
-RETRIED_THEN_SUCCEEDED = [
-    {"displayName": "convert(0)", "message": "Error (exit code 1)", "templateName": "convert", "phase": "Failed",
-     "podName": "scenebench-x7k2p-convert-1003398118", "finishedAt": "2026-11-26T02:02:41Z"},
-]
-
-
-def argo_quoted(nodes) -> str:
-    """What the exit handler's argument holds: the controller marshals the list, then quotes it."""
-    return json.dumps(json.dumps(nodes))
-
 
 def green_results():
     results = build_run(run_id=RUN).results
