@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common import layout
 from common.errors import StepFailed
@@ -20,7 +20,7 @@ from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.schemas import Results
 from common.store import ArtifactStore
-from common.verdict import describe, judge, parse_failures
+from common.verdict import ARGO_PHASES, describe, judge, parse_failures
 
 STEP = "verdict"
 # The WorkflowTemplate's pod steps: their final failures are named one by one.
@@ -31,6 +31,14 @@ class VerdictSettings(StepSettings):
     workflow_status: str = Field("", description="Argo's {{workflow.status}}: Succeeded, Failed or Error "
                                                  "(empty outside Argo).")
     failures: str = Field("", description="Argo's {{workflow.failures}}: the failed nodes as JSON (empty: none).")
+
+    @field_validator("workflow_status")
+    @classmethod
+    def _status(cls, v: str) -> str:
+        if v and v not in ARGO_PHASES:
+            raise ValueError(f"unknown workflow status {v!r}; valid values: {', '.join(ARGO_PHASES)}, "
+                             "or empty outside Argo")
+        return v
 
 
 def build_parser():
