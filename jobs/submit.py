@@ -38,6 +38,8 @@ DEFAULT_TEMPLATE = "scenebench"
 _MAX_NAME = 63
 # What `kubectl -n argo port-forward svc/argo-server 2746:2746` serves; an Ingress in production.
 DEFAULT_UI = "https://localhost:2746"
+# Before anything is submitted, an API that does not answer is more likely a wrong cluster than a blip.
+_PRESUBMIT_RETRY_S = 120.0
 # Where the kubelet mounts a pod's service account token, and where a CI pod mounts a projected one.
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 _REQUEST_TIMEOUT_S = 30
@@ -229,9 +231,9 @@ def retry_after(headers) -> float | None:
 
 def call_with_retries(fn: Callable[[], dict], *, what: str, retry_s: float, log,
                       clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                      first_s: float = 2.0, cap_s: float = 300.0) -> dict:
+                      first_s: float = 2.0, cap_s: float = 300.0, give_up_code: int = EXIT_TIMEOUT) -> dict:
     """fn(), retried with exponential back-off (or Retry-After) while it raises TransientApiError,
-    for up to retry_s seconds of consecutive failure."""
+    for up to retry_s seconds of consecutive failure; then a SubmitError with give_up_code."""
     failing_since, attempt = None, 0
     while True:
         try:
@@ -242,7 +244,7 @@ def call_with_retries(fn: Callable[[], dict], *, what: str, retry_s: float, log,
             if now - failing_since >= retry_s:
                 raise SubmitError(f"{what}: the Kubernetes API has not answered for {now - failing_since:.0f} s "
                                   f"({exc}); stopped waiting (raise --api-retry-s to wait longer)",
-                                  code=EXIT_TIMEOUT) from None
+                                  code=give_up_code) from None
             delay = exc.retry_after_s if exc.retry_after_s is not None else min(cap_s, first_s * 2 ** attempt)
             delay = min(delay, max(0.0, retry_s - (now - failing_since)))
             attempt += 1
@@ -280,7 +282,7 @@ def report(result: Outcome, namespace: str, ui: str | None = None, logs: dict[st
             if tail:
                 lines += [f"         | {line}" for line in tail.rstrip("\n").splitlines()]
     if result.failed:
-        lines.append(f"  archived logs: runs/{result.name}/logs/ in the artifact store (MinIO console)")
+        lines.append(f"  archived logs: runs/{result.name}/logs/ in the artifact store")
     if result.exit_code == EXIT_TIMEOUT:
         lines.append(f"  still running; follow it with: kubectl -n {namespace} get workflow {result.name} -w")
     return "\n".join(lines)
@@ -431,18 +433,20 @@ def main(argv: Sequence[str] | None = None, client=None, *, sleep: Callable[[flo
         api, core = k8s.CustomObjectsApi(client), k8s.CoreV1Api(client)
         what = f"WorkflowTemplate {args.namespace}/{args.template}"
 
-        def retried(fn, what_: str, deleted: str | None = None) -> dict:
+        def retried(fn, what_: str, retry_s: float, deleted: str | None = None, give_up_code: int = EXIT_TIMEOUT):
             def once():
                 try:
                     return fn()
                 except (ApiException, HTTPError, OSError) as exc:
                     raise api_failure(exc, what_, deleted) from None
-            return call_with_retries(once, what=what_, retry_s=args.api_retry_s, log=log, sleep=sleep, clock=clock)
+            return call_with_retries(once, what=what_, retry_s=retry_s, log=log, sleep=sleep, clock=clock,
+                                     give_up_code=give_up_code)
 
         if args.check_parameters:
             template = retried(lambda: api.get_namespaced_custom_object(
                 GROUP, VERSION, args.namespace, "workflowtemplates", args.template,
-                _request_timeout=_REQUEST_TIMEOUT_S), what)
+                _request_timeout=_REQUEST_TIMEOUT_S), what, min(args.api_retry_s, _PRESUBMIT_RETRY_S),
+                give_up_code=EXIT_USAGE)
             check_parameters(template, parse_key_values(args.parameter, "parameter"))
         try:
             # Not retried: a create whose answer was lost may have created the workflow already.
@@ -462,10 +466,14 @@ def main(argv: Sequence[str] | None = None, client=None, *, sleep: Callable[[flo
         deleted = (f"workflow {args.namespace}/{name} was deleted before it finished (by a person, or "
                    f"`argo delete`); its outcome is unknown, its artifacts stay under runs/{name}/ in the store")
 
+        deadline = clock() + args.timeout_s if args.timeout_s > 0 else None
+
         def get() -> dict:
+            # an outage is ridden out for --api-retry-s, but never past --timeout-s
+            budget = args.api_retry_s if deadline is None else max(0.0, min(args.api_retry_s, deadline - clock()))
             return retried(lambda: api.get_namespaced_custom_object(
                 GROUP, VERSION, args.namespace, "workflows", name, _request_timeout=_REQUEST_TIMEOUT_S),
-                f"workflow {args.namespace}/{name}", deleted)
+                f"workflow {args.namespace}/{name}", budget, deleted)
 
         try:
             result = wait_for(get, timeout_s=args.timeout_s, poll_s=args.poll_s, log=log, sleep=sleep, clock=clock)

@@ -332,3 +332,16 @@ def test_in_a_pod_without_a_token_the_error_says_how_to_mount_one(monkeypatch, q
 def test_outcome_leaves_out_attempts_a_retry_recovered_from():
     result = submit.outcome(wf_doc("Failed", NODES))
     assert [f.display_name for f in result.failed] == ["train(2)"]
+
+
+def test_an_outage_never_stretches_the_wait_past_timeout_s(submitted, quiet):
+    submitted.on("GET", WF_PATH, (200, wf_doc("Running", NODES)), DROP)
+    code, t = run_submit(submitted, "--timeout-s", "600")
+    assert code == submit.EXIT_TIMEOUT and t.now <= 600
+
+
+def test_a_cluster_that_does_not_answer_before_submitting_is_a_usage_error(kube_api, quiet, capsys):
+    kube_api.on("GET", TEMPLATE_PATH, DROP)
+    code, t = run_submit(kube_api)
+    assert code == submit.EXIT_USAGE and t.now <= 120  # minutes, not the hours a running workflow gets
+    assert kube_api.calls("POST", CREATE_PATH) == 0
