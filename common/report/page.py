@@ -7,6 +7,7 @@ from common.report.cells import HOST_LABEL, e, host_badge
 from common.report.sections import (
     baseline_section,
     best_section,
+    conditions_section,
     conversion_section,
     distribution_section,
     history_section,
@@ -54,6 +55,7 @@ td.reg,tr.regression td{background:var(--reg)!important}
 td.imp,tr.improvement td{background:var(--imp)!important}
 tr.missing td{background:#f1f1f1}
 .flag{display:block;font-size:10px;font-weight:700;color:#b42318}
+.mflag{display:block;font-size:10px;font-weight:600;color:#9a3412;white-space:normal;max-width:180px}
 td.imp .flag{color:#1a7f37}
 tr.failed td{color:var(--muted)}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
@@ -170,7 +172,7 @@ def render_report(
     nav = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in (
         ("leaderboard", "Leaderboard"), ("baseline", "Baseline"), ("pareto", "Accuracy vs latency"),
         ("paper", "Paper"), ("best", "Best model"), ("conversion", "Conversion loss"),
-        ("latency", "Latency samples"), ("provenance", "Provenance")))
+        ("latency", "Latency samples"), ("conditions", "Measurement conditions"), ("provenance", "Provenance")))
     sections = [
         leaderboard(results),
         baseline_section(results, baseline),
@@ -179,6 +181,7 @@ def render_report(
         best_section(results, evals),
         conversion_section(results, evals),
         distribution_section(results, benches),
+        conditions_section(results),
         history_section(results, history),
         provenance_section(results, benches),
     ]
