@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install run test test-fast bench clean
+.PHONY: help install run test test-fast bench bench-quant clean
 
 help: ## List the targets and the variables they take
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_.-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,8 +45,14 @@ test: install ## Run the test suite (what CI runs)
 test-fast: install ## Run the tests that train or convert no model
 	$(PY) -m pytest -m 'not slow and not cluster' $(PYTEST_ARGS)
 
-bench: install ## Measure pipeline throughput, measurement overhead, runner repeatability, int8 drop and `make run` time into bench/
-	$(PY) -m bench.run --out bench/results
+BENCH_OUT   ?= bench/results
+
+bench: install ## Measure pipeline throughput, measurement overhead, runner repeatability, int8 drop, `make run` time and each integer format's drop into bench/
+	$(PY) -m bench.run --out $(BENCH_OUT)
+	$(PY) -m bench.quant --out $(BENCH_OUT)
+
+bench-quant: install ## Train to >= 80 % top-1, convert to every format, measure each integer format's drop into $(BENCH_OUT)/quant.json
+	$(PY) -m bench.quant --out $(BENCH_OUT)
 
 clean: ## Remove local artifacts and caches (not .venv)
 	rm -rf artifacts .pytest_cache bench/results

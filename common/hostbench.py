@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -336,6 +337,9 @@ def _watch_parent() -> None:
 
 def _child(spec_json: str) -> int:
     spec = json.loads(spec_json)
+    # A Ctrl-C in the terminal reaches the whole process group; the parent decides whether to
+    # stop (and when it dies, _watch_parent ends us), so a measurement is never cut short by it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, daemon=True).start()
     try:
         m = measure_in_process(spec["model_path"], int(spec["num_threads"]), int(spec["warmup_runs"]),

@@ -74,6 +74,10 @@ def convert_json(run_id: str, arch: str, fmt: str) -> str:
     return f"runs/{run_id}/{arch}/{fmt}/convert.json"
 
 
+def quant_debug_json(run_id: str, arch: str, fmt: str) -> str:
+    return f"runs/{run_id}/{arch}/{fmt}/quant_debug.json"
+
+
 def eval_json(run_id: str, arch: str, fmt: str) -> str:
     return f"runs/{run_id}/{arch}/{fmt}/eval.json"
 
@@ -105,6 +109,11 @@ def report_html(run_id: str) -> str:
 
 def pareto_png(run_id: str) -> str:
     return f"runs/{run_id}/pareto.png"
+
+
+def pipeline_log(run_id: str) -> str:
+    """Every event of `jobs.pipeline` runs of this id, as JSON lines (appended on resume)."""
+    return f"runs/{run_id}/logs/pipeline.jsonl"
 
 
 LATEST = "results/latest.json"

@@ -101,6 +101,8 @@ def build_results(
                 models.append(m)
                 continue
             m.size_mb, m.sha256, m.model_key = conv.size_mb, conv.model.sha256, conv.model.key
+            m.dynamic_tensors, m.gpu_compatibility = conv.dynamic_tensors, conv.gpu_compatibility
+            m.input_quantization = conv.input.quantization
             if ev is None or ev.model_sha256 != conv.model.sha256:
                 missing.append(Missing(step="evaluate", arch=arch, format=fmt,
                                        reason="no eval.json for this model" if ev is None

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1"
 
-Format = Literal["float32", "int8", "float16", "dynamic"]
-FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic")
+Format = Literal["float32", "int8", "float16", "dynamic", "int8-selective", "int16x8"]
+FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic", "int8-selective", "int16x8")
+# Formats calibrated on training images (integer activations); the debugger diagnoses them.
+INTEGER_FORMATS: tuple[str, ...] = ("int8", "int8-selective", "int16x8")
 Delegate = Literal["cpu", "gpu", "coreml"]
 DELEGATES: tuple[str, ...] = ("cpu", "gpu", "coreml")
 # What ran the graph: a delegate, or "partial" when the requested delegate took only part of the
@@ -185,6 +187,20 @@ class TensorInfo(Doc):
     quantization: Quantization | None = None
 
 
+class GpuOpIssue(Doc):
+    op: str
+    nodes: list[int] = Field(description="operator indices in the model's main subgraph")
+    reason: str = Field(description="as the analyzer gives it")
+
+
+class GpuCompatibility(Doc):
+    """TensorFlow's model analyzer on the .tflite, checked against the GPU delegate's op rules."""
+
+    compatible: bool
+    ops: list[GpuOpIssue] = Field(default_factory=list, description="ops the GPU delegate cannot take")
+    tool: str
+
+
 class ConvertReport(Versioned):
     kind: Literal["convert"] = "convert"
     run_id: str
@@ -198,6 +214,15 @@ class ConvertReport(Versioned):
     converter: str
     seconds: float
     calibration_samples: int = 0
+    weights_quantization: Literal["per-channel", "per-tensor"] | None = Field(
+        default=None, description="how integer weights are scaled, read from the file (None: float weights)")
+    float_layers: list[str] = Field(
+        default_factory=list, description="int8-selective: output tensors of the layers kept float, as the debugger named them")
+    tensors: int | None = Field(default=None, description="tensors in the model")
+    dynamic_tensors: int | None = Field(default=None, description="tensors with -1 in their shape signature (must be 0)")
+    gpu_compatibility: GpuCompatibility | None = None
+    max_output_difference: float | None = Field(
+        default=None, description="largest |TFLite - SavedModel| softmax output on seeded random photos")
     source_model_sha256: str
     cache_key: str
     code_version: str
@@ -459,6 +484,9 @@ class ModelResult(Doc):
     drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
     drop_top3_test: PairedTest | None = None
     per_image: PerImage | None = None
+    dynamic_tensors: int | None = Field(default=None, description="from convert.json; 0 for every model we ship")
+    gpu_compatibility: GpuCompatibility | None = None
+    input_quantization: Quantization | None = Field(default=None, description="uint8 input scale/zero point (int8)")
     latency: list[LatencyEntry] = Field(default_factory=list)
     score: float | None = Field(default=None, description="MAI score on the score basis device/delegate")
     score_runtime_s: float | None = None
@@ -523,4 +551,36 @@ class Pointer(Versioned):
     results_key: str
     report_key: str | None = None
     leaderboard_key: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- quant_debug.json
+class LayerError(Doc):
+    """One quantized layer as TensorFlow's quantization debugger measured it."""
+
+    index: int = Field(description="position in the model's op order")
+    tensor: str = Field(description="output tensor name (what the converter's denylisted_nodes takes)")
+    op: str
+    layers: list[str] = Field(description="Keras layer names fused into this op")
+    rmse_over_scale: float | None = Field(description="RMSE of (dequantized - float) in quantization steps; ~0.29 is pure rounding")
+    mean_error: float
+    max_abs_error: float
+    rmse: float
+    scale: float
+    zero_point: int
+    num_elements: int
+
+
+class QuantDebugReport(Versioned):
+    kind: Literal["quant_debug"] = "quant_debug"
+    run_id: str
+    arch: str
+    format: Format
+    tool: str = Field(description="the debugger and TensorFlow version that measured it")
+    calibration_samples: int
+    images: int = Field(description="images the debugger ran (the calibration images)")
+    suspect_threshold: float
+    layers: list[LayerError]
+    worst: list[str] = Field(description="tensor names of the five worst layers by rmse_over_scale")
+    model_sha256: str = Field(description="the model.tflite beside this file")
     created_at: datetime = Field(default_factory=utcnow)

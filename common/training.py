@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -287,12 +287,14 @@ def train(
     cache_key: str,
     on_checkpoint: Callable[[Path, Path], None] | None = None,
     resume: bool = True,
+    callbacks: Sequence = (),
 ) -> TrainOutcome:
     """Train (or resume) and return the final model saved at workdir/model.keras.
 
     make_train_ds/make_val_ds take the global batch size and return tf.data datasets of
     (float images 0..255, int labels). `on_checkpoint(model_path, state_path)` is called
-    after each epoch's checkpoint is on local disk (the job uploads it).
+    after each epoch's checkpoint is on local disk (the job uploads it). `callbacks` are
+    Keras callbacks for each epoch's fit and validation (progress reporting).
     """
     import keras
 
@@ -304,14 +306,14 @@ def train(
     try:
         return _train(config, make_train_ds, make_val_ds, num_train, workdir, cache_key=cache_key,
                       on_checkpoint=on_checkpoint, resume=resume, strategy=strategy, mixed=mixed,
-                      log=log, started=started, arch=arch, recipe=recipe)
+                      log=log, started=started, arch=arch, recipe=recipe, callbacks=list(callbacks))
     finally:
         if mixed:  # the policy is process-wide: later steps (conversion) must not inherit it
             keras.mixed_precision.set_global_policy("float32")
 
 
 def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key, on_checkpoint, resume,
-           strategy, mixed, log, started, arch, recipe) -> TrainOutcome:
+           strategy, mixed, log, started, arch, recipe, callbacks=()) -> TrainOutcome:
     import keras
     import tensorflow as tf
 
@@ -364,9 +366,11 @@ def _train(config, make_train_ds, make_val_ds, num_train, workdir, *, cache_key,
                 compile_for_phase(model, recipe, phase, phase_steps[phase], global_batch)
             current_phase = phase
         t0 = time.monotonic()
-        hist = model.fit(train_ds, epochs=1, verbose=0, shuffle=False)  # tf.data shuffles
+        # initial_epoch: callbacks see the run's epoch number, also after a resume
+        hist = model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False,
+                         callbacks=callbacks)  # tf.data shuffles
         seconds = time.monotonic() - t0
-        val = model.evaluate(val_ds_onehot, verbose=0, return_dict=True)
+        val = model.evaluate(val_ds_onehot, verbose=0, return_dict=True, callbacks=callbacks)
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         rec = EpochRecord(
             epoch=epoch + 1, phase=phase, learning_rate=lr,

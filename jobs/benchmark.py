@@ -10,7 +10,7 @@ from typing import Sequence
 
 from pydantic import Field, field_validator
 
-from common import layout
+from common import layout, progress
 from common.archs import ARCH_NAMES
 from common.errors import ConfigError, RunnerError
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
@@ -300,6 +300,8 @@ def run_benchmark(settings: BenchmarkSettings, store: ArtifactStore, runner: Run
                 time.sleep(2 ** attempt)
         return f"runner unreachable after {settings.retries + 1} attempts: {last}"
 
+    measured = progress.task(f"{settings.num_runs} timed runs per device and delegate", total=len(todo),
+                             unit="measurements")
     # Submit everything first: the runner runs different devices in parallel.
     submitted = [submit(item) for item in todo]
     for item, job in zip(todo, submitted):
@@ -327,6 +329,8 @@ def run_benchmark(settings: BenchmarkSettings, store: ArtifactStore, runner: Run
             except RunnerError as exc:
                 write(_missing(settings, report, item.device, item.delegate, str(exc), runner, job.id))
                 break
+        measured.advance()
+    measured.close()
     return {**counts, "runner": runner.label, "devices": len({i.device.id for i in plan})}
 
 

@@ -152,7 +152,11 @@ def write_report(store: ArtifactStore, results: Results, evals: dict[tuple[str, 
     """Render and store report.html and pareto.png next to results.json; returns their keys."""
     history = read_history(store) if history is None else history
     recent = recent_results(store, history, results.run_id)
-    html_text = render_report(results, evals, benches, baseline=baseline, history=recent)
+    from common.schemas import QuantDebugReport
+
+    debug = {(m.arch, m.format): d for m in results.models
+             if (d := store.try_get_model(layout.quant_debug_json(results.run_id, m.arch, m.format), QuantDebugReport))}
+    html_text = render_report(results, evals, benches, baseline=baseline, history=recent, quant_debug=debug)
     keys = {"report": layout.report_html(results.run_id), "pareto": layout.pareto_png(results.run_id)}
     store.put_bytes(keys["pareto"], pareto_png(results))
     store.put_bytes(keys["report"], html_text.encode("utf-8"))

@@ -10,13 +10,14 @@ from typing import Literal, Sequence
 
 from pydantic import Field
 
-from common import layout
+from common import layout, progress
 from common.archs import ARCH_NAMES
+from common.errors import ConversionError
 from common.hashing import stable_hash
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.provenance import code_version
-from common.schemas import FORMATS, ArtifactRef, ConvertReport, TrainReport
+from common.schemas import FORMATS, INTEGER_FORMATS, ArtifactRef, ConvertReport, QuantDebugReport, TrainReport
 from common.store import ArtifactStore
 from common.workspace import cache_dir
 from jobs._io import load_run, load_train_report, local_model, shard_paths
@@ -28,7 +29,9 @@ class ConvertSettings(StepSettings):
     arch: Literal[ARCH_NAMES] = Field(..., description="Architecture whose trained model is converted.")  # type: ignore[valid-type]
     format: Literal[FORMATS] = Field(..., description="TFLite format.")  # type: ignore[valid-type]
     calibration_samples: int = Field(200, ge=1, le=10000,
-                                     description="Training images (stratified) used to calibrate int8.")
+                                     description="Training images (stratified) used to calibrate integer formats.")
+    float_layers: int = Field(5, ge=1, le=100,
+                              description="int8-selective: at most this many of the debugger's worst layers stay float.")
 
 
 def build_parser():
@@ -36,11 +39,12 @@ def build_parser():
 
 
 def saved_model_for(store: ArtifactStore, train: TrainReport) -> Path:
-    """A SavedModel export of the trained Keras model, shared by all formats of one model."""
+    """A batch-1 SavedModel export of the trained Keras model, shared by all formats of one model."""
     from common.conversion import export_saved_model
     from common.training import float32_copy, load_keras_model
 
-    out = cache_dir() / "saved_models" / train.model.sha256
+    # "batch1": exports of older code had a dynamic batch and must not be reused.
+    out = cache_dir() / "saved_models_batch1" / train.model.sha256
     if (out / "saved_model.pb").is_file():
         return out
     keras_path = local_model(store, train)
@@ -55,16 +59,17 @@ def saved_model_for(store: ArtifactStore, train: TrainReport) -> Path:
 
 
 def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
-    from common import conversion
+    from common import conversion, quantdebug
 
     run_id = require_run_id(settings)
     arch, fmt = settings.arch, settings.format
     log = get_logger(step=STEP, run_id=run_id, arch=arch, format=fmt)
     run, manifest = load_run(store, run_id)
     train = load_train_report(store, run_id, arch)
-    n_cal = settings.calibration_samples if fmt == "int8" else 0
+    n_cal = settings.calibration_samples if fmt in INTEGER_FORMATS else 0
     cache_key = stable_hash({"step": STEP, "model": train.model.sha256, "format": fmt,
-                             "calibration": n_cal, "seed": run.params.seed, "code": code_version()})
+                             "calibration": n_cal, "seed": run.params.seed, "code": code_version(),
+                             **({"float_layers": settings.float_layers} if fmt == "int8-selective" else {})})
     existing = store.try_get_model(layout.convert_json(run_id, arch, fmt), ConvertReport)
     if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
         log.info("step_cached", step=STEP, key=layout.convert_json(run_id, arch, fmt))
@@ -74,29 +79,82 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
 
     saved_model = saved_model_for(store, train)
     representative = None
-    if fmt == "int8":
+    if fmt in INTEGER_FORMATS:
         shards = shard_paths(store, manifest, "train")
         images, _ = conversion.calibration_images(shards, tuple(train.image_size), n_cal, run.params.seed)
-        representative = conversion.representative_from(images)
+        images_one_by_one = conversion.representative_from(images)
+
+        def representative():
+            return progress.track(images_one_by_one(), "int8 calibration", total=len(images), unit="images")
     t0 = time.monotonic()
-    blob = conversion.convert(saved_model, fmt, representative)
+    debug_layers, float_layers, calibrated = None, [], None
+    if fmt == "int8-selective":
+        sel = quantdebug.selective(saved_model, representative, settings.float_layers)
+        blob, float_layers, calibrated = sel.model, [x.tensor for x in sel.float_layers], sel.calibrated
+        log.info("float_layers", layers=[f"{x.op} {'/'.join(x.layers)} ({x.rmse_over_scale})" for x in sel.float_layers])
+    else:
+        blob = conversion.convert(saved_model, fmt, representative)
     seconds = time.monotonic() - t0
+    if fmt in ("int8", "int8-selective"):
+        debug_layers = _diagnose(saved_model, representative, float_layers, calibrated)
+    # The shapes are checked inside convert(); the network itself is checked here: a route
+    # that keeps the shapes but loses the weights gives other outputs than the SavedModel.
+    diff = conversion.max_output_difference(blob, saved_model)
+    limit = conversion.OUTPUT_TOLERANCE.get(fmt, float("inf"))
+    if not diff <= limit or diff == float("inf"):
+        raise ConversionError(f"the {fmt} model computes other outputs than the Keras model it was converted "
+                              f"from (largest difference {diff:.3g}, allowed {limit:g}; inf: NaN outputs): the "
+                              "conversion lost part of the network")
+    dynamic, _ = conversion.dynamic_tensors(blob)
+    gpu = conversion.gpu_compatibility(blob)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.tflite"
         path.write_bytes(blob)
         inp, out, ops = conversion.inspect_tflite(path)
         info = store.put_file(layout.tflite_model(run_id, arch, fmt), path)
+    if debug_layers is not None:
+        _put_quant_debug(store, run_id, arch, fmt, n_cal, debug_layers, info.sha256 or "")
     report = ConvertReport(
         run_id=run_id, arch=arch, format=fmt,
         model=ArtifactRef(key=info.key, sha256=info.sha256 or "", size=info.size),
         size_mb=round(info.size / 1e6, 3), input=inp, output=out, op_counts=ops,
-        converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model",
-        seconds=round(seconds, 2), calibration_samples=n_cal, source_model_sha256=train.model.sha256,
+        converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model (batch-1 input signature)"
+                  + (", calibrated, then quantized with the debugger's denylisted_nodes" if float_layers else ""),
+        seconds=round(seconds, 2), calibration_samples=n_cal, tensors=conversion.tensor_count(blob),
+        dynamic_tensors=dynamic, gpu_compatibility=gpu,
+        max_output_difference=round(diff, 8),
+        weights_quantization=quantdebug.weights_granularity(blob), float_layers=float_layers,
+        source_model_sha256=train.model.sha256,
         cache_key=cache_key, code_version=code_version(),
     )
     store.put_json(layout.convert_json(run_id, arch, fmt), report)
     return {"cached": False, "size_mb": report.size_mb, "seconds": report.seconds,
-            "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values())}
+            "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values()), "dynamic_tensors": dynamic,
+            "gpu_compatible": gpu.compatible, "gpu_unsupported_ops": sorted({i.op for i in gpu.ops})}
+
+
+def _diagnose(saved_model: Path, representative, float_layers: list[str], calibrated: bytes | None):
+    """The debugger's per-layer errors of the integer model (its float layers have none).
+
+    For int8 the debugger calibrates on the same images the converter did; calibration is
+    deterministic, so the scales it debugs are the ones in model.tflite.
+    """
+    from common import quantdebug
+
+    calibrated = calibrated or quantdebug.calibrate(saved_model, representative)
+    return quantdebug.diagnose(calibrated, representative, denylisted_nodes=float_layers)
+
+
+def _put_quant_debug(store: ArtifactStore, run_id: str, arch: str, fmt: str, n_cal: int, layers, sha256: str) -> None:
+    import tensorflow as tf
+
+    from common import quantdebug
+
+    doc = QuantDebugReport(
+        run_id=run_id, arch=arch, format=fmt, tool=f"tf.lite.experimental.QuantizationDebugger (tensorflow {tf.__version__})",
+        calibration_samples=n_cal, images=n_cal, suspect_threshold=quantdebug.SUSPECT_RMSE_OVER_SCALE,
+        layers=layers, worst=[x.tensor for x in quantdebug.worst(layers, 5)], model_sha256=sha256)
+    store.put_json(layout.quant_debug_json(run_id, arch, fmt), doc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

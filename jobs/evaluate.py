@@ -9,7 +9,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from common import layout
+from common import layout, progress
 from common.archs import ARCH_NAMES
 from common.hashing import stable_hash
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
@@ -52,7 +52,9 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
     t0 = time.monotonic()
     clf = TFLiteClassifier(local_model(store, conv), num_threads=settings.num_threads)
     val = data.load_split(shard_paths(store, manifest, "validation"), clf.input_size, 16, training=False)
-    probs, labels = clf.predict((x.numpy(), y.numpy()) for x, y in val)
+    batches = progress.track(((x.numpy(), y.numpy()) for x, y in val), "validation",
+                             total=manifest.splits["validation"].count, unit="images", count=lambda b: len(b[1]))
+    probs, labels = clf.predict(batches)
     num_classes = len(manifest.classes)
     s = summarize(probs, labels, num_classes)
 

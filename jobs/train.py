@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field, field_validator
 
-from common import layout
+from common import layout, progress
 from common.archs import ARCH_NAMES, get_arch
 from common.errors import ConfigError, NotFoundError
 from common.hashing import sha256_file, stable_hash
@@ -132,6 +132,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
         make_val_ds=lambda b: data.load_split(val_shards, image_size, b, training=False),
         num_train=num_train, workdir=ckpt_dir, cache_key=cache_key,
         on_checkpoint=upload_checkpoint, resume=not settings.force,
+        callbacks=[progress.keras_callback(epochs)],
     )
 
     model_info = store.put_file(layout.keras_model(run_id, arch.name), outcome.model_path)

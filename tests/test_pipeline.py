@@ -6,7 +6,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from common import layout
-from common.schemas import Pointer, Results
+from common.schemas import ConvertReport, Pointer, Results
 from common.store import LocalStore
 from jobs import pipeline
 
@@ -46,7 +46,8 @@ def test_the_tree_of_a_run(two_runs):
     for key in ("run.json", "results.json", "leaderboard.md", "report.html", "pareto.png",
                 "mobilenet_v2/train.json", "mobilenet_v2/model/model.keras", "mobilenet_v2/checkpoints/last.keras",
                 "mobilenet_v2/float32/model.tflite", "mobilenet_v2/float32/convert.json",
-                "mobilenet_v2/float32/eval.json", "mobilenet_v2/int8/model.tflite", "mobilenet_v2/int8/eval.json"):
+                "mobilenet_v2/float32/eval.json", "mobilenet_v2/int8/model.tflite", "mobilenet_v2/int8/eval.json",
+                "mobilenet_v2/int8/quant_debug.json"):
         assert run + key in keys, key
     assert any(k.startswith(run + "mobilenet_v2/int8/bench/host-") and k.endswith("/cpu.json") for k in keys)
     assert sum(k.startswith("datasets/") and k.endswith("dataset.json") for k in keys) == 1  # prepared once
@@ -55,9 +56,13 @@ def test_the_tree_of_a_run(two_runs):
 
 def test_results_json_is_the_last_object_of_the_run(two_runs):
     store, _, _ = two_runs
-    files = [p for p in (store.root / "runs" / "run-a").rglob("*") if p.is_file() and not p.name.endswith(".sha256")]
+    run = store.root / "runs" / "run-a"
+    # logs/pipeline.jsonl records the run, aggregate included, so it is uploaded after it.
+    files = [p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".sha256")
+             and p.parent != run / "logs"]
     newest = max(files, key=lambda p: p.stat().st_mtime_ns)
     assert newest.name == "results.json"
+    assert (run / "logs" / "pipeline.jsonl").is_file()
 
 
 def test_results_have_every_model_measured_and_scored(two_runs):
@@ -71,6 +76,14 @@ def test_results_have_every_model_measured_and_scored(two_runs):
         assert m.count == r.dataset_counts["validation"] and m.per_image.count == m.count
         assert m.top1_ci.lo <= m.top1 <= m.top1_ci.hi and m.top3_ci.lo <= m.top3 <= m.top3_ci.hi
         assert m.drop_top1_test is not None and 0 < m.drop_top1_test.p_value <= 1
+        conv = store.get_model(layout.convert_json("run-a", m.arch, m.format), ConvertReport)
+        assert conv.dynamic_tensors == 0 == m.dynamic_tensors and conv.input.shape[0] == 1
+        assert conv.gpu_compatibility.compatible and m.gpu_compatibility == conv.gpu_compatibility
+        assert conv.max_output_difference is not None and conv.tensors > 0
+        if m.format == "int8":  # raw camera bytes in
+            assert conv.input.dtype == "uint8" and (conv.input.quantization.scale,
+                                                    conv.input.quantization.zero_point) == (1.0, 0)
+            assert m.input_quantization == conv.input.quantization
         assert m.score is not None and m.score > 0 and "not an iPhone" in m.score_basis
         (e,) = m.latency
         assert e.backend == "host" and e.status == "ok" and e.mean_ms > 0 and e.peak_memory_mb > 0

@@ -164,3 +164,19 @@ def measurement_notes(le: LatencyEntry) -> list[str]:
         cov = coverage_text(le)
         notes.append(cov or "partly delegated")
     return notes
+
+
+def gpu_verdict(m: ModelResult) -> str:
+    """One line on whether the GPU delegate can take the whole model (from convert.json)."""
+    g = m.gpu_compatibility
+    if g is None:
+        return "no GPU delegate check recorded for this model"
+    shapes = ("static shapes" if m.dynamic_tensors == 0
+              else f"{m.dynamic_tensors} dynamic-shape tensors" if m.dynamic_tensors else "shapes not checked")
+    if g.compatible:
+        return f"{shapes}; the GPU delegate takes every op"
+    nodes: dict[str, set[int]] = {}
+    for issue in g.ops:
+        nodes.setdefault(issue.op, set()).update(issue.nodes)
+    ops = ", ".join(f"{op} \u00d7{len(n)}" for op, n in sorted(nodes.items()))
+    return f"{shapes}; the GPU delegate cannot take: {ops}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from common.regression import count_kinds
 from common.report.cells import HOST_LABEL, e, host_badge
+from common.report.files import files_section
 from common.report.sections import (
     baseline_section,
     best_section,
@@ -79,6 +80,7 @@ dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0
 dl.prov dt{color:var(--muted)}dl.prov dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace;
 font-size:12.5px;word-break:break-all}
 td.detail{font-size:12px;max-width:560px}
+td.gpu-bad{background:var(--reg)}
 p.verdict.bad{color:#b42318}
 #history tr.current td{font-weight:600;background:#eef5fb}
 """
@@ -147,8 +149,10 @@ def render_report(
     benches: list[BenchResult],
     baseline: Results | None = None,
     history: list[Results] | None = None,
+    quant_debug: dict | None = None,
 ) -> str:
-    """The whole report page for one run, as HTML text."""
+    """The whole report page for one run, as HTML text. `quant_debug`: the quantization
+    debugger's per-layer report of each integer model, by (arch, format)."""
     banners = []
     if results.dataset_synthetic:
         banners.append('<div class="banner warn"><strong>Synthetic dataset.</strong> These images are generated '
@@ -171,7 +175,7 @@ def render_report(
                            f'{e(results.baseline_run_id or (baseline.run_id if baseline else ""))}.</div>')
     nav = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in (
         ("leaderboard", "Leaderboard"), ("baseline", "Baseline"), ("pareto", "Accuracy vs latency"),
-        ("paper", "Paper"), ("best", "Best model"), ("conversion", "Conversion loss"),
+        ("paper", "Paper"), ("best", "Best model"), ("conversion", "Conversion loss"), ("files", "Model files"),
         ("latency", "Latency samples"), ("conditions", "Measurement conditions"), ("provenance", "Provenance")))
     sections = [
         leaderboard(results),
@@ -179,7 +183,8 @@ def render_report(
         pareto_section(results),
         paper_section(results),
         best_section(results, evals),
-        conversion_section(results, evals),
+        conversion_section(results, evals, quant_debug),
+        files_section(results),
         distribution_section(results, benches),
         conditions_section(results),
         history_section(results, history),

@@ -22,13 +22,14 @@ from common.report.cells import (
     fmt_score,
     gap,
     gap_reason,
+    gpu_verdict,
     host_badge,
     latency_value,
     measurement_notes,
     model_label,
 )
 from common.report.charts import pareto_points, svg_confusion, svg_distribution, svg_pareto, svg_per_class
-from common.schemas import BenchResult, EvalReport, Interval, ModelResult, PairedTest, Regression, Results
+from common.schemas import BenchResult, EvalReport, Interval, ModelResult, PairedTest, QuantDebugReport, Regression, Results
 from common.stats import plus_minus
 
 
@@ -203,7 +204,36 @@ def best_section(results: Results, evals: dict[tuple[str, str], EvalReport]) -> 
     return _section("best", "Best model: per-class accuracy and confusion", body)
 
 
-def conversion_section(results: Results, evals: dict[tuple[str, str], EvalReport]) -> str:
+WORST_LAYERS = 5
+
+
+def worst_layers_table(debug: dict[tuple[str, str], QuantDebugReport]) -> str:
+    """The five layers with the largest quantization error of each integer model, as the
+    quantization debugger measured them on the calibration images."""
+    if not debug:
+        return ""
+    rows = []
+    for (arch, fmt), doc in sorted(debug.items()):
+        ranked = sorted((x for x in doc.layers if x.rmse_over_scale is not None),
+                        key=lambda x: x.rmse_over_scale, reverse=True)[:WORST_LAYERS]
+        for rank, x in enumerate(ranked, start=1):
+            rows.append(f"<tr><td>{e(display_name(arch))}</td><td>{e(fmt)}</td><td class='num'>{rank}</td>"
+                        f"<td>{e(', '.join(x.layers))}</td><td>{e(x.op)}</td>"
+                        f"<td class='num' data-v='{x.rmse_over_scale:.6g}'>{x.rmse_over_scale:.2f}</td>"
+                        f"<td class='num' data-v='{x.mean_error:.6g}'>{x.mean_error:.3g}</td>"
+                        f"<td class='num'>{x.scale:.3g}</td></tr>")
+    head = ("<tr><th data-type='text'>Architecture</th><th data-type='text'>Format</th><th data-type='num'>#</th>"
+            "<th data-type='text'>Layer</th><th data-type='text'>Op</th>"
+            "<th data-type='num'>RMSE / scale</th><th data-type='num'>Mean error</th><th data-type='num'>Scale</th></tr>")
+    return (f"<h3>Worst layers of each integer model</h3><p class='note'>TensorFlow's quantization debugger on the "
+            f"calibration images: error of each quantized layer against float from the same input, in its own "
+            f"quantization steps (about 0.29 is rounding alone; above {doc.suspect_threshold:g} the debugger's guide "
+            f"calls a layer suspect). Layers kept float by int8-selective are not listed for it.</p>"
+            f'<table class="sortable" id="worst-layers"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def conversion_section(results: Results, evals: dict[tuple[str, str], EvalReport],
+                       quant_debug: dict[tuple[str, str], QuantDebugReport] | None = None) -> str:
     head = ("<tr><th data-type='text'>Architecture</th><th data-type='text'>Format</th>"
             "<th data-type='num'>Keras top-1 %</th><th data-type='num'>TFLite top-1 %</th>"
             "<th data-type='num' data-first='desc'>Lost top-1 (pts)</th><th data-type='num'>Lost top-3 (pts)</th>"
@@ -228,6 +258,7 @@ def conversion_section(results: Results, evals: dict[tuple[str, str], EvalReport
         cells.append(_num_cell(ev.agreement_with_keras, fmt(ev.agreement_with_keras), no_keras))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f'<table class="sortable" id="conversion-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    table += worst_layers_table(quant_debug or {})
     return _section("conversion", "Accuracy lost by each conversion", table,
                     "TFLite model against the Keras model it was converted from, on the same validation images: "
                     "\u00b1 half the width of the seeded 95 % paired bootstrap interval, and the exact McNemar test "
@@ -303,13 +334,17 @@ def paper_section(results: Results) -> str:
                 ours.append(f'<td class="num">{fmt(m.size_mb)}</td><td class="num">{fmt(m.top1)}</td>')
                 for dlg in ("cpu", "gpu", "coreml"):
                     le = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == dlg), None)
+                    # Beside the paper's "could not run on the GPU": whether ours can, by its file
+                    verdict = (f'<small class="sub gpu-verdict">{e(gpu_verdict(m))}</small>'
+                               if dlg == "gpu" else "")
                     if not ours_label:
-                        ours.append(f'<td class="num gapcell">{gap("no " + phone + " in the device farm")}</td>')
+                        ours.append(f'<td class="num gapcell">{gap("no " + phone + " in the device farm")}{verdict}</td>')
                     elif le is None or le.status != "ok" or le.mean_ms is None:
                         col = Column(dev_id, dlg, "", "", "", "host" if ours_host else "ios")
-                        ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}</td>')
+                        ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}{verdict}</td>')
                     else:
-                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}</td>')
+                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}'
+                                    f'{verdict}</td>')
                 cpu = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == "cpu"), None)
                 ram = cpu.peak_memory_mb if cpu is not None and cpu.status == "ok" else None
                 ours.append(f'<td class="num">{fmt(ram, 0)}</td>' if ram is not None
