@@ -90,6 +90,11 @@ def bench_json(run_id: str, arch: str, fmt: str, device_id: str, delegate: str) 
     return f"runs/{run_id}/{arch}/{fmt}/bench/{device_id}/{delegate}.json"
 
 
+def bench_plan_json(run_id: str, arch: str, fmt: str) -> str:
+    """What bench-plan asked the runner and planned; beside bench/, not in it (bench/ holds only measurements)."""
+    return f"runs/{run_id}/{arch}/{fmt}/bench-plan.json"
+
+
 def results_json(run_id: str) -> str:
     return f"runs/{run_id}/results.json"
 

@@ -142,7 +142,8 @@ def build_results(
     basis_desc = ("auto: iPhone CPU when measured, else host CPU (not an iPhone)" if score_basis == "auto"
                   else score_basis)
     return Results(
-        run_id=run.run_id, code_version=run.code_version, image=run.image, trigger=run.trigger,
+        run_id=run.run_id, code_version=run.code_version, image=run.image, image_digest=run.image_digest,
+        trigger=run.trigger,
         params=run.params, dataset_fingerprint=dataset.fingerprint, dataset_synthetic=dataset.synthetic,
         dataset_counts=counts, dataset_skipped=len(dataset.skipped), dataset_warnings=list(dataset.warnings),
         classes=[c_.name for c_ in sorted(dataset.classes, key=lambda x: x.index)],

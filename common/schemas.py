@@ -113,6 +113,8 @@ class RunManifest(Versioned):
     created_at: datetime = Field(default_factory=utcnow)
     code_version: str
     image: str | None = None
+    image_digest: str | None = Field(default=None, description="the image the pod ran, as the container runtime "
+                                                                  "resolved it (pod status imageID)")
     trigger: str = "manual"
     params: RunParams
     dataset_fingerprint: str
@@ -433,6 +435,30 @@ class BenchResult(Versioned):
     code_version: str
 
 
+class BenchPlanItem(Doc):
+    device: str
+    delegate: Delegate
+
+
+class BenchPlan(Versioned):
+    """<arch>/<format>/bench-plan.json: what the runner listed when bench-plan asked, and the pairs planned.
+
+    An empty plan says why in `reason`, so that results.json can say why a model has no latency.
+    """
+
+    kind: Literal["bench_plan"] = "bench_plan"
+    run_id: str
+    arch: str
+    format: Format
+    runner: str = Field(description="'in-process' or the runner URL")
+    requested_devices: str
+    requested_delegates: str
+    devices: list[DeviceInfo] = Field(default_factory=list, description="what the runner listed")
+    items: list[BenchPlanItem] = Field(default_factory=list)
+    reason: str | None = Field(default=None, description="why the plan is empty")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 # ---------------------------------------------------------------- results.json
 class LatencyEntry(Doc):
     device_id: str
@@ -515,6 +541,7 @@ class Results(Versioned):
     created_at: datetime = Field(default_factory=utcnow)
     code_version: str
     image: str | None = None
+    image_digest: str | None = None
     trigger: str = "manual"
     params: RunParams
     dataset_fingerprint: str

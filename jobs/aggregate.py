@@ -12,8 +12,9 @@ from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.regression import Thresholds, count_kinds
 from common.results import build_results, ranked, render_leaderboard
-from common.schemas import BenchResult, ConvertReport, EvalReport, Pointer, TrainReport
+from common.schemas import BenchPlan, BenchResult, ConvertReport, EvalReport, Pointer, Results, TrainReport
 from common.store import ArtifactStore
+from common.verdict import is_explained
 from jobs._io import load_run
 
 STEP = "aggregate"
@@ -65,6 +66,20 @@ def collect(store: ArtifactStore, run_id: str, archs: list[str], formats: list[s
     return trains, converts, evals, benches
 
 
+def explain_empty_plans(store: ArtifactStore, results: Results) -> None:
+    """Say why a model has no latency when its bench-plan found nothing to measure (bench-plan.json).
+
+    The reason (e.g. "the runner ... lists no devices") replaces the bare "no latency measured",
+    so that the leaderboard, the report and the verdict name the cause.
+    """
+    for miss in results.missing:
+        if miss.step != "benchmark" or miss.device_id or not miss.arch or not miss.format:
+            continue
+        plan = store.try_get_model(layout.bench_plan_json(results.run_id, miss.arch, miss.format), BenchPlan)
+        if plan is not None and plan.reason:
+            miss.reason = f"{miss.reason}: {plan.reason}"
+
+
 def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     from jobs.compare import attach_comparison, read_history, write_report
 
@@ -74,6 +89,7 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     trains, converts, evals, benches = collect(store, run_id, run.params.archs, run.params.formats)
     results = build_results(run, manifest, trains, converts, evals, benches, c=settings.c,
                             score_basis=settings.score_basis, coverage_threshold=settings.coverage_threshold)
+    explain_empty_plans(store, results)
     bench_docs = [b for pairs in benches.values() for _, b in pairs]
     thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, top3_drop_pts=settings.top3_drop_pts,
                             accuracy_alpha=settings.accuracy_alpha,
@@ -97,6 +113,8 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     summary = {
         "results": store.describe(layout.results_json(run_id)), "models": len(results.models),
         "missing": len(results.missing), "baseline": results.baseline_run_id,
+        # gaps a phone being offline does not explain: the exit handler (jobs.verdict) fails the run on them
+        "unexplained_missing": sum(not is_explained(m, results) for m in results.missing),
         "regressions": kinds.get("regression", 0), "improvements": kinds.get("improvement", 0),
         "missing_since_baseline": kinds.get("missing", 0),
         # what regressed, in short, so that the summary line alone tells a CI log reader

@@ -16,7 +16,8 @@ from common.errors import ConfigError, RunnerError
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.provenance import code_version
-from common.schemas import DELEGATES, FORMATS, BenchResult, ConvertReport, DeviceInfo
+from common.schemas import (DELEGATES, FORMATS, BenchPlan, BenchPlanItem, BenchResult, ConvertReport,
+                            DeviceInfo)
 from common.settings import split_list
 from common.store import ArtifactStore
 from common.workspace import cache_dir
@@ -119,21 +120,60 @@ def make_plan(devices: list[DeviceInfo], wanted_devices: str, wanted_delegates: 
     return plan, unknown
 
 
-def emit_plan(settings: BenchmarkSettings) -> dict:
-    log = get_logger(step=STEP)
+def plan_items(devices: list[DeviceInfo], wanted_devices: str, wanted_delegates: str,
+               log=None) -> list[dict[str, str]]:
+    """The benchmark fan-out: one {device, delegate} per pair to measure.
+
+    Requested device ids the runner does not list are planned too: their benchmark pod then
+    records them missing with that reason, instead of the gap going unnoticed.
+    """
+    plan, unknown = make_plan(devices, wanted_devices, wanted_delegates, log)
+    items = [{"device": p.device.id, "delegate": p.delegate} for p in plan]
+    for dev_id in unknown:
+        for delegate in split_list(wanted_delegates) or DEFAULT_DELEGATES[placeholder_device(dev_id).backend]:
+            items.append({"device": dev_id, "delegate": delegate})
+    return items
+
+
+def empty_plan_reason(devices: list[DeviceInfo], runner_label: str, wanted_delegates: str) -> str:
+    """Why a runner that answered gave nothing to measure, in words for results.json."""
+    if not devices:
+        return f"the runner {runner_label} lists no devices"
+    supported = "; ".join(f"{d.id}: {', '.join(d.delegates) or 'none'}" for d in devices)
+    return (f"no device of the runner {runner_label} supports the delegates asked for "
+            f"({wanted_delegates or 'the defaults'}); supported: {supported}")
+
+
+def emit_plan(settings: BenchmarkSettings, store: ArtifactStore | None = None) -> dict:
+    """Write the plan for Argo's benchmark fan-out (and, with a store and a run, bench-plan.json).
+
+    A runner that cannot be asked (unreachable, TLS, 401) is an error, never an empty plan:
+    the step exits 1 and Argo retries it, and if it keeps failing the night is red. Only a
+    runner that answers with nothing to measure gives an empty plan, and its reason is stored.
+    """
+    log = get_logger(step=STEP, arch=settings.arch or None, format=settings.format or None)
     runner = make_runner(settings)
     try:
         devices = runner.devices()
     except RunnerError as exc:
-        # An empty plan keeps the nightly going; the aggregate then shows no latency, not a made-up one.
-        log.error("runner_unreachable", error=str(exc))
-        devices = []
-    plan, unknown = make_plan(devices, settings.devices, settings.delegates, log)
-    doc = [{"device": p.device.id, "delegate": p.delegate} for p in plan]
+        raise RunnerError(f"cannot plan the benchmarks: the runner {runner.label} did not list its devices "
+                          f"({type(exc).__name__}: {exc})") from exc
+    items = plan_items(devices, settings.devices, settings.delegates, log)
+    reason = None if items else empty_plan_reason(devices, runner.label, settings.delegates)
+    if reason:
+        log.warning("empty_plan", reason=reason, runner=runner.label)
     path = Path(settings.emit_plan)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return {"plan": str(path), "items": len(doc), "unknown_devices": unknown}
+    path.write_text(json.dumps(items, indent=2) + "\n")
+    recorded = None
+    if store is not None and settings.run_id and settings.arch and settings.format:
+        recorded = layout.bench_plan_json(settings.run_id, settings.arch, settings.format)
+        store.put_json(recorded, BenchPlan(
+            run_id=settings.run_id, arch=settings.arch, format=settings.format, runner=runner.label,
+            requested_devices=settings.devices, requested_delegates=settings.delegates, devices=devices,
+            items=[BenchPlanItem(**i) for i in items], reason=reason))
+    return {"plan": str(path), "items": len(items), "devices": len(devices), "empty_reason": reason,
+            "recorded": store.describe(recorded) if recorded else None}
 
 
 def _same_params(existing: BenchResult, sha: str, s: BenchmarkSettings) -> bool:
@@ -175,7 +215,7 @@ def _from_job(settings: BenchmarkSettings, report: ConvertReport, item: PlanItem
 def run_benchmark(settings: BenchmarkSettings, store: ArtifactStore, runner: Runner | None = None) -> dict:
     """The whole step; also what jobs.pipeline calls (optionally with its own runner)."""
     if settings.emit_plan:
-        return emit_plan(settings)
+        return emit_plan(settings, store)
     run_id = require_run_id(settings)
     if not settings.arch or not settings.format:
         raise ConfigError("missing setting --arch / --format: which converted model to benchmark "

@@ -23,7 +23,7 @@ from common.dataset import MAX_SIDE, build, scan
 from common.errors import ConfigError
 from common.jobkit import StepSettings, parser_for, run_job
 from common.logging import get_logger
-from common.provenance import code_version, container_image
+from common.provenance import code_version, container_image, image_digest
 from common.schemas import FORMATS, DatasetManifest, RunManifest, RunParams
 from common.settings import expand_choices, image_size_text, parse_image_size
 from common.store import ArtifactStore, open_store
@@ -194,9 +194,13 @@ def write_run(settings: PrepareSettings, store: ArtifactStore, run_id: str, mani
                 f"run {run_id} already exists at {store.describe(key)} with other parameters or data; "
                 "use a new --run-id, or --force to overwrite it"
             )
+    digest, why = image_digest()
+    if why and container_image():
+        get_logger(step=STEP, run_id=run_id).warning("image_digest_unknown", reason=why)
     run = RunManifest(
-        run_id=run_id, code_version=code_version(), image=container_image(), trigger=settings.trigger,
-        params=params, dataset_fingerprint=manifest.fingerprint, dataset_synthetic=manifest.synthetic,
+        run_id=run_id, code_version=code_version(), image=container_image(), image_digest=digest,
+        trigger=settings.trigger, params=params, dataset_fingerprint=manifest.fingerprint,
+        dataset_synthetic=manifest.synthetic,
     )
     store.put_json(key, run)
     return run

@@ -19,6 +19,7 @@ import yaml
 from common.archs import ARCH_NAMES
 from common.errors import ConfigError
 from common.settings import JobSettings, load
+from tests.fixtures.argo_failures import FAILED_NODES
 
 REPO = Path(__file__).resolve().parents[1]
 ARGO_DIR = REPO / "argo"
@@ -225,8 +226,8 @@ def test_aggregate_runs_when_branches_fail():
 
 EXPR = re.compile(r"\{\{=(.*?)\}\}")
 SIMPLE = re.compile(r"\{\{\s*([^}=][^}]*?)\s*\}\}")
-# Commands that are not scenebench jobs, and the template that may use each.
-NON_JOB_COMMANDS = {"report-outcome": ["echo"]}
+# Commands that are not scenebench jobs, and the template that may use each (none today).
+NON_JOB_COMMANDS: dict[str, list[str]] = {}
 
 
 def expand(arg: str, values: dict[str, str]) -> list[str]:
@@ -256,6 +257,9 @@ def representative_values(params: dict[str, str], arch: str, fmt: str) -> dict[s
         "inputs.parameters.format": fmt,
         "inputs.parameters.device": "host",
         "inputs.parameters.delegate": "cpu",
+        # what the exit handler receives: Argo's phase, and the failed nodes quoted as Argo quotes them
+        "workflow.status": "Succeeded",
+        "workflow.failures": json.dumps(json.dumps(FAILED_NODES)),
     })
     return values
 
@@ -362,3 +366,163 @@ def test_prepare_as_the_template_calls_it_writes_the_fan_out_from_the_registry(t
     assert json.loads((tmp_path / "outputs" / "archs.json").read_text()) == list(ARCH_NAMES)
     formats = json.loads((tmp_path / "outputs" / "formats.json").read_text())
     assert formats == [f for f in params["formats"].split(",")]
+
+
+# ---------------------------------------------------------------------------- a failed night is red
+
+
+def templates_by_name(template: dict | None = None) -> dict[str, dict]:
+    return {t["name"]: t for t in (template or workflow_template())["spec"]["templates"]}
+
+
+def leaves(dag: dict) -> set[str]:
+    """A DAG's leaf tasks, as Argo finds them (findLeafTaskNames): no other task depends on them."""
+    names = {t["name"] for t in dag["tasks"]}
+    used = {n for t in dag["tasks"] for n in re.findall(r"[A-Za-z0-9_-]+", t.get("depends", "")) if n in names}
+    used |= {d for t in dag["tasks"] for d in t.get("dependencies", [])}
+    return names - used
+
+
+def test_the_verdict_exit_handler_decides_the_workflow_phase():
+    """`aggregate` is main's only leaf and runs whatever the branches did, so main alone would end
+    Succeeded on a night where every branch failed. The exit handler judges the run; Argo fails a
+    workflow whose exit handler failed."""
+    spec = workflow_template()["spec"]
+    templates = templates_by_name()
+    assert leaves(templates[spec["entrypoint"]]["dag"]) == {"aggregate"}
+    verdict = templates[spec["onExit"]]
+    assert verdict["container"]["command"] == ["python", "-m", "jobs.verdict"]
+    args = verdict["container"]["args"]
+    assert "--workflow-status={{workflow.status}}" in args and "--failures={{workflow.failures}}" in args
+    assert verdict["retryStrategy"]["retryPolicy"] == "OnError"  # a red verdict is not retried
+
+
+def test_exit_handler_as_the_template_calls_it_fails_a_run_with_a_failed_branch(tmp_path):
+    from common import layout
+    from common.store import LocalStore
+    from jobs import verdict as verdict_job
+    from tests.test_verdict import green_results
+
+    store = LocalStore(tmp_path / "store")
+    results = green_results().model_copy(update={"run_id": "scenebench-x7k2p"})
+    store.put_json(layout.results_json(results.run_id), results)
+    params = dict(default_parameters(), store=store.uri)
+    values = representative_values(params, ARCH_NAMES[0], "float32")
+    argv = [expand(a, values)[0] for a in templates_by_name()["verdict"]["container"]["args"]]
+    assert verdict_job.main(argv) == 1  # Argo said Succeeded, but ResNet50's training failed for good
+    values["workflow.failures"] = json.dumps("null")  # Argo's value when nothing failed
+    argv = [expand(a, values)[0] for a in templates_by_name()["verdict"]["container"]["args"]]
+    assert verdict_job.main(argv) == 0
+
+
+def test_bench_plan_failures_are_retried_and_configuration_errors_are_not():
+    retry = templates_by_name()["bench-plan"]["retryStrategy"]
+    assert retry["retryPolicy"] == "Always" and int(retry["limit"]) >= 1
+    # Argo's expression language (expr) on lastRetry.exitCode, evaluated for the two exit codes jobs use
+    expression = retry["expression"].replace("asInt(lastRetry.exitCode)", "{code}")
+    assert expression == "{code} != 2"
+    assert eval(expression.format(code=1)) is True and eval(expression.format(code=2)) is False
+
+
+# ---------------------------------------------------------------------------- deadlines
+
+
+def seconds(duration: str | int) -> int:
+    """A Go duration as Argo's timeout, backoff and maxDuration take it (e.g. 1h30m, 45m, 30s, 600)."""
+    if isinstance(duration, int) or str(duration).isdigit():
+        return int(duration)
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, f"not a duration: {duration!r}"
+    h, m, s = (int(x or 0) for x in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
+def worst_case_s(template: dict) -> int:
+    """The longest a step can take, all attempts included, as Argo bounds it.
+
+    Each attempt ends within `timeout` of its node's start (it counts Pending: an unscheduled
+    pod, a wait for a lock), and within activeDeadlineSeconds of the pod's start. Attempts after
+    the first end by first start + backoff.maxDuration (Argo cuts their deadline to it and
+    starts none after it); without maxDuration every attempt and back-off adds up.
+    """
+    attempt = seconds(template.get("timeout") or template["activeDeadlineSeconds"])
+    assert seconds(template["activeDeadlineSeconds"]) <= attempt, f"{template['name']}: deadline beyond its timeout"
+    retry = template.get("retryStrategy")
+    if not retry:
+        return attempt
+    limit, backoff = int(retry["limit"]), retry["backoff"]
+    waits = [seconds(backoff["duration"]) * int(backoff.get("factor", 1)) ** i for i in range(limit)]
+    total = attempt * (limit + 1) + sum(waits)
+    if backoff.get("maxDuration"):
+        total = min(total, max(attempt, seconds(backoff["maxDuration"])))
+    return total
+
+
+def critical_path_s(template: dict, dag_name: str) -> tuple[int, list[str]]:
+    """The longest chain through a DAG, nested DAGs expanded, with the steps on it."""
+    templates = templates_by_name(template)
+    tasks = {t["name"]: t for t in templates[dag_name]["dag"]["tasks"]}
+    memo: dict[str, tuple[int, list[str]]] = {}
+
+    def cost(name: str) -> tuple[int, list[str]]:
+        t = templates[tasks[name]["template"]]
+        return critical_path_s(template, t["name"]) if "dag" in t else (worst_case_s(t), [t["name"]])
+
+    def finish(name: str) -> tuple[int, list[str]]:
+        if name not in memo:
+            deps = [d for d in re.findall(r"[A-Za-z0-9_-]+", tasks[name].get("depends", "")) if d in tasks]
+            before = max((finish(d) for d in deps), default=(0, []))
+            own = cost(name)
+            memo[name] = (before[0] + own[0], before[1] + own[1])
+        return memo[name]
+
+    return max(finish(n) for n in tasks)
+
+
+def test_deadlines_leave_aggregate_its_time():
+    """The slowest possible branch (every step at its worst, all retries used), then aggregate and
+    the verdict, end inside the workflow's deadline: a night of failures and timeouts still
+    publishes a leaderboard and a verdict. Assumes pods are not held back by the workflow's own
+    `parallelism` (a queued node has not started, so no timeout counts for it)."""
+    spec = workflow_template()["spec"]
+    total, path = critical_path_s(workflow_template(), spec["entrypoint"])
+    verdict = worst_case_s(templates_by_name()[spec["onExit"]])
+    deadline = spec["activeDeadlineSeconds"]
+    assert path[-1] == "aggregate" and "train" in path and "benchmark" in path, path
+    assert total + verdict <= deadline, (
+        f"worst case {total + verdict} s ({' → '.join(path)} → verdict) exceeds the workflow deadline {deadline} s")
+    # and no single step may eat the whole night, as training's 12 h retry budget once did
+    for name, t in templates_by_name().items():
+        if "container" in t:
+            assert worst_case_s(t) <= deadline / 2, f"{name} may run {worst_case_s(t)} s"
+            assert t.get("timeout"), f"{name} has no timeout: a Pending pod would wait for ever"
+
+
+def test_budget_counts_retries_the_way_argo_bounds_them():
+    t = {"name": "x", "timeout": "1h", "activeDeadlineSeconds": 3600,
+         "retryStrategy": {"limit": 2, "backoff": {"duration": "30s", "factor": 2}}}
+    assert worst_case_s(t) == 3 * 3600 + 30 + 60
+    t["retryStrategy"]["backoff"]["maxDuration"] = "90m"
+    assert worst_case_s(t) == 5400
+    t["retryStrategy"]["backoff"]["maxDuration"] = "12h"  # the old training budget: the whole night
+    assert worst_case_s(t) == 3 * 3600 + 90
+    assert seconds("1h30m") == 5400 and seconds(600) == 600
+
+
+# ---------------------------------------------------------------------------- one run at a time on a phone
+
+
+def test_benchmark_steps_hold_a_mutex_per_phone_in_the_v4_form():
+    templates = templates_by_name()
+    sync = templates["benchmark"]["synchronization"]
+    (mutex,) = sync["mutexes"]
+    assert mutex["name"] == "bench-device-{{inputs.parameters.device}}"
+    assert "namespace" not in mutex  # the namespace of the workflow: nightly, manual and CI runs alike
+    for name, t in templates.items():
+        if name != "benchmark":
+            assert "synchronization" not in t, f"{name} would hold a phone's lock without measuring"
+    # v4 has only the list forms; the singular `mutex` of Argo < 3.6 is refused by the strict schema
+    legacy = copy.deepcopy(workflow_template())
+    bench = next(t for t in legacy["spec"]["templates"] if t["name"] == "benchmark")
+    bench["synchronization"] = {"mutex": {"name": "phones"}}
+    assert any("mutex" in e for e in argo_errors(legacy))

@@ -8,12 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests import lint_k8s
 from tests.test_argo import argo_errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,8 +84,8 @@ def test_overlay_validates_strictly(overlay):
     assert not problems, "\n".join(problems)
 
 
-def test_overlays_are_kind_and_gpu():
-    assert OVERLAYS == ["gpu", "kind"]
+def test_overlays_are_kind_gpu_and_production():
+    assert OVERLAYS == ["gpu", "kind", "production"]
 
 
 def test_secret_templates_validate_strictly():
@@ -137,13 +139,80 @@ def test_minio_ports_and_pinned_release():
     assert re.fullmatch(r"quay\.io/minio/mc:RELEASE\.[0-9T-]+Z", mc["image"])
 
 
-def test_gpu_overlay_asks_for_gpus_and_brings_no_secret():
-    assert by_kind("gpu", "Secret") == {}
-    assert "scenebench-runner" not in by_kind("gpu", "Deployment")
-    params = template_params("gpu")
+@pytest.mark.parametrize("overlay", ["gpu", "production"])
+def test_gpu_overlays_ask_for_gpus_and_bring_no_secret(overlay):
+    assert by_kind(overlay, "Secret") == {}
+    assert "scenebench-runner" not in by_kind(overlay, "Deployment")
+    params = template_params(overlay)
     assert params["gpus"] == "1"
     assert json.loads(params["gpu-tolerations"])[0]["key"] == "nvidia.com/gpu"
     assert params["image"].endswith("-gpu")
+
+
+def runner_serve_settings(args: list[str]):
+    from common.settings import build_parser, load
+    from runner.__main__ import ServeSettings
+
+    return load(ServeSettings, build_parser(ServeSettings, "runner serve", "").parse_args(args))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_runner_url_speaks_what_the_runner_serves(overlay):
+    """`python -m runner serve` speaks plain HTTP (it has no TLS settings) on --port, 8470 by default:
+    a URL with https://, or another port than the runner's, can never connect."""
+    url = urllib.parse.urlsplit(template_params(overlay)["runner-url"])
+    served = runner_serve_settings([])
+    assert not any("tls" in f or "cert" in f for f in type(served).model_fields), \
+        "the runner has TLS settings now: let the overlays' URLs follow them"
+    assert url.scheme == "http", f"{overlay}: the runner serves plain HTTP, not {url.scheme}"
+    in_cluster = by_kind(overlay, "Deployment").get("scenebench-runner")
+    if in_cluster:
+        container = in_cluster["spec"]["template"]["spec"]["containers"][0]
+        served = runner_serve_settings(container["args"])
+        service = by_kind(overlay, "Service")[url.hostname]
+        (port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+        assert port["targetPort"] in ({p["name"] for p in container["ports"] if p["containerPort"] == served.port}
+                                      | {served.port})
+    else:
+        assert url.port == served.port, f"{overlay}: the device farm's runner listens on {served.port}"
+
+
+def test_in_cluster_runner_admits_only_the_workflow_pods():
+    policy = by_kind("kind", "NetworkPolicy")["scenebench-runner"]
+    runner = by_kind("kind", "Deployment")["scenebench-runner"]["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= runner["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    (wt,) = by_kind("kind", "WorkflowTemplate").values()
+    assert peer["podSelector"]["matchLabels"] == wt["spec"]["podMetadata"]["labels"]
+    assert "namespaceSelector" not in peer  # this namespace only
+    assert [p["port"] for p in rule["ports"]] == [runner["spec"]["containers"][0]["ports"][0]["name"]]
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "kind"])
+def test_log_archive_endpoint_resolves_from_argo_server_namespace(overlay):
+    """argo-server (namespace argo) reads archived logs from the endpoint the ConfigMap names:
+    it must be the Service's fully-qualified name, and its port the Service's API port."""
+    repo = yaml.safe_load(by_kind(overlay, "ConfigMap")["artifact-repositories"]["data"]["artifacts"])
+    host, _, port = repo["s3"]["endpoint"].partition(":")
+    name, namespace, svc, *domain = host.split(".")
+    assert (svc, domain) == ("svc", ["cluster", "local"]), f"{host} is not a fully-qualified Service name"
+    service = by_kind(overlay, "Service")[name]
+    assert service["metadata"]["namespace"] == namespace
+    assert int(port) in {p["port"] for p in service["spec"]["ports"] if p["name"] == "api"}
+
+
+def test_production_overlay_has_no_minio_and_archives_to_the_jobs_bucket():
+    docs = render("production")
+    assert not [doc_id(d) for d in docs if "minio" in json.dumps(d.get("metadata", {})).lower()]
+    repo = yaml.safe_load(by_kind("production", "ConfigMap")["artifact-repositories"]["data"]["artifacts"])["s3"]
+    assert repo["insecure"] is False and ".svc" not in repo["endpoint"] and repo["region"]
+    store = urllib.parse.urlsplit(template_params("production")["store"])
+    assert (store.scheme, store.netloc) == ("s3", repo["bucket"])
+    from tests.test_argo import DEF
+    assert argo_errors(yaml.safe_load(by_kind("production", "ConfigMap")["artifact-repositories"]["data"]["artifacts"]),
+                       DEF + "ArtifactRepository") == []
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -161,6 +230,7 @@ def test_training_pod_patch_is_a_valid_pod_spec(overlay):
            "spec": {**patch, "containers": [{**main, "image": "scenebench:0.1.0-cpu"}]}}
     for version in kubernetes_versions():
         assert not kubernetes_errors(pod, version)
+    assert not [e for e in lint_k8s.lint([pod])], "a quantity in the patch does not parse"
     limits = main["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == template_params(overlay)["gpus"]
     assert limits["memory"] == main["resources"]["requests"]["memory"]
@@ -169,7 +239,9 @@ def test_training_pod_patch_is_a_valid_pod_spec(overlay):
 def test_executor_rbac_is_least_privilege():
     (role,) = [d for d in render("kind") if d["kind"] == "Role" and d["metadata"]["name"] == "scenebench-executor"]
     assert role["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
-                              "verbs": ["create", "patch"]}]
+                              "verbs": ["create", "patch"]},
+                             # its own pod's status: the digest of the image that ran
+                             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
     (wt,) = by_kind("kind", "WorkflowTemplate").values()
     binding = by_kind("kind", "RoleBinding")["scenebench-executor"]
     assert binding["subjects"][0]["name"] == wt["spec"]["serviceAccountName"]
@@ -289,3 +361,63 @@ def test_runner_deployment_arguments_parse_with_the_runner_parser():
     token_env = {e["name"] for e in runner["env"]}
     assert settings.token_env in token_env, "the runner would start without its token"
     assert any(m["mountPath"] == str(Path(settings.db).parent) for m in runner["volumeMounts"])
+
+
+# ---------------------------------------------------------------------------- submitting from CI
+
+EXAMPLES = MANIFESTS / "examples"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def example_docs() -> list[dict]:
+    return [d for p in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+
+
+def test_examples_validate_strictly_and_pass_the_lint():
+    docs = example_docs()
+    assert docs
+    for doc in docs:
+        for version in kubernetes_versions():
+            assert not kubernetes_errors(doc, version), doc_id(doc)
+    assert not lint_k8s.lint(docs)
+
+
+def test_ci_pod_gets_the_submitter_token_on_purpose():
+    """scenebench-submitter does not automount its token; the CI Job mounts a projected one where the
+    Kubernetes client's in-cluster configuration reads it (token, ca.crt, namespace)."""
+    from jobs import submit
+
+    (sa,) = [d for d in render("kind") if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "scenebench-submitter"]
+    assert sa["automountServiceAccountToken"] is False
+    (job,) = [d for d in example_docs() if d["kind"] == "Job"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "scenebench-submitter" and pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == SA_DIR]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    paths = set()
+    for source in volume["projected"]["sources"]:
+        if "serviceAccountToken" in source:
+            paths.add(source["serviceAccountToken"]["path"])
+            assert source["serviceAccountToken"]["expirationSeconds"] <= 3600 * 24
+        for item in (source.get("configMap") or source.get("downwardAPI") or {}).get("items", []):
+            paths.add(item["path"])
+    assert paths == {"token", "ca.crt", "namespace"}
+    assert container["command"] == ["python", "-m", "jobs.submit"]
+    args = submit.build_parser().parse_args(container["args"])
+    submit.check_parameters(yaml.safe_load((REPO / "argo" / "workflowtemplate.yaml").read_text()),
+                            submit.parse_key_values(args.parameter, "parameter"))
+    (sc,) = [pod["securityContext"]]
+    assert sc["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_submitter_may_read_the_logs_of_failed_steps_and_nothing_more():
+    (role,) = [d for d in render("kind") if d["kind"] == "Role" and d["metadata"]["name"] == "scenebench-submitter"]
+    assert role["rules"] == [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create", "get", "list", "watch"]},
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtemplates"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    ]
+    (token,) = [d for d in yaml.safe_load_all((MANIFESTS / "secrets" / "submitter-token.example.yaml").read_text())]
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "scenebench-submitter"

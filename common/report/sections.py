@@ -454,6 +454,9 @@ def provenance_section(results: Results, benches: Sequence[BenchResult]) -> str:
         ("Run", results.run_id), ("Created", results.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Trigger", results.trigger), ("Code version", results.code_version),
         ("Image", results.image or "not recorded (run outside a container)"),
+        # the tag above names a build; the digest is the one that ran (a tag can be pushed again)
+        ("Image digest", results.image_digest or "not recorded (run outside Kubernetes, or the pod could not "
+                                                 "read its own status)"),
         ("Dataset fingerprint", results.dataset_fingerprint),
         ("Dataset", f"{p.data} \u2014 " + ("SYNTHETIC images, accuracy says nothing about CamSDD"
                                           if results.dataset_synthetic else "real images")),
