@@ -19,6 +19,8 @@ IMAGE_SIZE  ?= 64x96
 EPOCHS      ?= 3
 WEIGHTS     ?= none
 RUN_ID      ?=
+# Steps a run may take from an earlier run with the same inputs (empty: the default, train,convert,evaluate).
+REUSE       ?=
 PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -29,7 +31,7 @@ help: ## List the targets and the variables they take
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_.-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: STORE=$(STORE) DATA=$(DATA) ARCHS=$(ARCHS) FORMATS=$(FORMATS)"
-	@echo "           IMAGE_SIZE=$(IMAGE_SIZE) EPOCHS=$(EPOCHS) WEIGHTS=$(WEIGHTS) RUN_ID=$(RUN_ID)"
+	@echo "           IMAGE_SIZE=$(IMAGE_SIZE) EPOCHS=$(EPOCHS) WEIGHTS=$(WEIGHTS) RUN_ID=$(RUN_ID) REUSE=$(REUSE)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON_BASE) -m venv $(VENV)
@@ -52,7 +54,8 @@ check-wheels: install ## Check, installing nothing, that the pinned sets resolve
 
 run: install ## Run the whole study on this machine (synthetic data by default) and print the leaderboard
 	$(PY) -m jobs.pipeline --data $(DATA) --store $(STORE) --archs $(ARCHS) --formats $(FORMATS) \
-		--image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --weights $(WEIGHTS) $(if $(RUN_ID),--run-id $(RUN_ID))
+		--image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --weights $(WEIGHTS) $(if $(RUN_ID),--run-id $(RUN_ID)) \
+		$(if $(REUSE),--reuse $(REUSE))
 
 test: install ## Run the test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -60,7 +63,7 @@ test: install ## Run the test suite (what CI runs)
 test-fast: install ## Run the tests that train or convert no model
 	$(PY) -m pytest -m 'not slow and not cluster' $(PYTEST_ARGS)
 
-bench: install ## Measure pipeline throughput, measurement overhead, int8 drop and `make run` time into bench/
+bench: install ## Measure pipeline throughput, measurement overhead, int8 drop, `make run` time and reuse into bench/
 	$(PY) -m bench.run --out bench/results
 
 clean: ## Remove local artifacts and caches (not .venv)

@@ -10,7 +10,7 @@ from typing import Literal, Sequence
 
 from pydantic import Field
 
-from common import layout
+from common import layout, stepcache
 from common.archs import ARCH_NAMES
 from common.hashing import stable_hash
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
@@ -29,6 +29,7 @@ class ConvertSettings(StepSettings):
     format: Literal[FORMATS] = Field(..., description="TFLite format.")  # type: ignore[valid-type]
     calibration_samples: int = Field(200, ge=1, le=10000,
                                      description="Training images (stratified) used to calibrate int8.")
+    reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
 
 def build_parser():
@@ -64,11 +65,18 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     train = load_train_report(store, run_id, arch)
     n_cal = settings.calibration_samples if fmt == "int8" else 0
     cache_key = stable_hash({"step": STEP, "model": train.model.sha256, "format": fmt,
-                             "calibration": n_cal, "seed": run.params.seed, "code": code_version()})
-    existing = store.try_get_model(layout.convert_json(run_id, arch, fmt), ConvertReport)
+                             "calibration": n_cal, "seed": run.params.seed, "code": stepcache.code_fingerprint()})
+    doc_key = layout.convert_json(run_id, arch, fmt)
+    existing = store.try_get_model(doc_key, ConvertReport)
     if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
-        log.info("step_cached", step=STEP, key=layout.convert_json(run_id, arch, fmt))
+        log.info("step_cached", step=STEP, key=doc_key)
+        if existing.reused_from is None:  # a retried pod may have stopped before publishing it
+            stepcache.publish(store, STEP, cache_key, run_id, doc_key, [existing.model.key])
         return {"cached": True, "size_mb": existing.size_mb}
+    reused = stepcache.reuse(store, STEP, cache_key, reuse_steps=settings.reuse, force=settings.force,
+                             run_id=run_id, model=ConvertReport, dest_key=doc_key)
+    if reused:
+        return {"reused_from": reused.reused_from.run_id, "size_mb": reused.size_mb}
 
     import tensorflow as tf
 
@@ -94,7 +102,8 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         seconds=round(seconds, 2), calibration_samples=n_cal, source_model_sha256=train.model.sha256,
         cache_key=cache_key, code_version=code_version(),
     )
-    store.put_json(layout.convert_json(run_id, arch, fmt), report)
+    store.put_json(doc_key, report)
+    stepcache.publish(store, STEP, cache_key, run_id, doc_key, [info.key])
     return {"cached": False, "size_mb": report.size_mb, "seconds": report.seconds,
             "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values())}
 

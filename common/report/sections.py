@@ -25,6 +25,7 @@ from common.report.cells import (
 )
 from common.report.charts import pareto_points, svg_confusion, svg_distribution, svg_pareto, svg_per_class
 from common.schemas import BenchResult, EvalReport, ModelResult, Regression, Results
+from common.stepcache import describe_reused
 
 
 # ------------------------------------------------------------------ sections
@@ -364,6 +365,7 @@ def provenance_section(results: Results, benches: Sequence[BenchResult]) -> str:
         ("Input size (H\u00d7W)", "\u00d7".join(map(str, p.image_size))), ("Epochs", str(p.epochs)),
         ("Initial weights", p.weights), ("Score C", f"{results.c:g}"), ("Score basis", results.score_basis),
         ("Runner", p.runner_url or "in-process"),
+        *(("Reused results", line) for line in describe_reused(results.reused)),
     ]
     dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items)
     settings: dict[str, set[str]] = {}
