@@ -7,7 +7,9 @@ from typing import Iterable
 
 import numpy as np
 
+from common import stats
 from common.metrics import accuracy, confusion_matrix, per_class_accuracy, topk_correct
+from common.schemas import Interval, PairedTest, PerImage
 
 
 class TFLiteClassifier:
@@ -60,15 +62,38 @@ class TFLiteClassifier:
 
 
 def summarize(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """top-1/top-3 (percent), confusion matrix and per-class (count, top-1)."""
+    """top-1/top-3 (percent) with their bootstrap intervals, per-image correctness,
+    confusion matrix and per-class (count, top-1)."""
     cm = confusion_matrix(labels, probs.argmax(axis=1), num_classes)
+    top1, top3 = topk_correct(probs, labels, 1), topk_correct(probs, labels, 3)
     return {
         "count": int(len(labels)),
         "top1": accuracy(probs, labels, 1),
         "top3": accuracy(probs, labels, 3),
+        "top1_ci": interval(top1),
+        "top3_ci": interval(top3),
+        "top1_correct": top1,
+        "top3_correct": top3,
+        "per_image": PerImage(count=int(len(labels)), top1=stats.pack(top1), top3=stats.pack(top3)),
         "confusion": cm,
         "per_class": per_class_accuracy(cm),
     }
+
+
+def interval(correct: np.ndarray, digits: int = 4) -> Interval:
+    """The seeded bootstrap interval of an accuracy over the images, as stored in eval.json."""
+    ci = stats.accuracy_interval(correct)
+    return Interval(lo=round(ci.lo, digits), hi=round(ci.hi, digits), level=ci.level)
+
+
+def paired_test(first: np.ndarray, second: np.ndarray, digits: int = 4) -> PairedTest:
+    """First model against second on the same images: difference, paired bootstrap interval, McNemar."""
+    a, b = stats.as_correct(first), stats.as_correct(second)
+    ci = stats.paired_difference_interval(a, b)
+    mc = stats.mcnemar_exact(a, b)
+    return PairedTest(diff=round(100.0 * (a.mean() - b.mean()), digits),
+                      ci=Interval(lo=round(ci.lo, digits), hi=round(ci.hi, digits), level=ci.level),
+                      first_only=mc.first_only, second_only=mc.second_only, p_value=mc.p_value)
 
 
 def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
@@ -76,4 +101,4 @@ def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
     return float(100.0 * (probs_a.argmax(axis=1) == probs_b.argmax(axis=1)).mean())
 
 
-__all__ = ["TFLiteClassifier", "summarize", "agreement", "topk_correct"]
+__all__ = ["TFLiteClassifier", "summarize", "agreement", "interval", "paired_test", "topk_correct"]

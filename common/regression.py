@@ -28,6 +28,19 @@ every night. So a slowdown is flagged only when all three hold:
 
 Medians, not means, because one stalled inference moves a mean by more than a real
 regression does. Improvements are judged the same way, mirrored.
+
+How an accuracy change is judged (`judge_accuracy`)
+---------------------------------------------------
+With 600 validation images one image is 0.17 points, and two trainings of the same code
+differ by a few images either way. A top-1 or top-3 change is flagged only when both hold:
+
+1. it is larger than ``top1_drop_pts`` / ``top3_drop_pts`` (default 1 point), the smallest
+   change worth a person's attention;
+2. a test says it is not chance. On the same images (same dataset fingerprint, per-image
+   results in both runs) that is the exact McNemar test on the images only one run got
+   right, p below ``accuracy_alpha`` (default 0.05); the detail also gives the paired
+   bootstrap interval of the change. On different images, or when a run has no per-image
+   results, an unpaired bootstrap interval of the change must exclude zero.
 """
 
 from __future__ import annotations
@@ -39,8 +52,9 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from common import stats
 from common.errors import ConfigError
-from common.schemas import BenchResult, LatencyEntry, ModelResult, Regression, Results
+from common.schemas import BenchResult, Interval, LatencyEntry, ModelResult, Regression, Results
 
 MAD_TO_SIGMA = 1.4826
 
@@ -52,6 +66,8 @@ class Thresholds(BaseModel):
 
     top1_drop_pts: float = Field(1.0, ge=0, description="top-1 drop in percentage points that is a regression")
     top3_drop_pts: float = Field(1.0, ge=0, description="top-3 drop in percentage points that is a regression")
+    accuracy_alpha: float = Field(0.05, gt=0, lt=1, description="an accuracy change must have a McNemar p below "
+                                                                 "this (paired), or its interval exclude zero")
     latency_rel: float = Field(0.10, ge=0, description="smallest relative growth of the median latency flagged")
     latency_noise_k: float = Field(2.0, ge=0, description="growth must exceed this many robust sigmas of the samples")
     confidence: float = Field(0.95, gt=0, lt=1, description="bootstrap interval of the change of medians")
@@ -159,18 +175,79 @@ def _entries(model: ModelResult) -> dict[tuple[str, str], LatencyEntry]:
     return {(e.device_id, e.delegate_requested): e for e in model.latency}
 
 
-def _accuracy(arch: str, fmt: str, metric: str, base: float, cur: float, limit: float,
-              thresholds: Thresholds, note: str) -> Regression | None:
-    change = cur - base
-    if change < -limit:
-        kind = "regression"
-    elif change > limit and thresholds.improvements:
-        kind = "improvement"
-    else:
+@dataclass(frozen=True)
+class AccuracyVerdict:
+    kind: Literal["regression", "improvement"] | None
+    change: float  # current minus baseline, points
+    ci: Interval | None
+    p_value: float | None
+    detail: str
+
+
+def _per_image(m: ModelResult, metric: str) -> np.ndarray | None:
+    if m.per_image is None:
         return None
-    return Regression(arch=arch, format=fmt, metric=metric, baseline=base, current=cur, change=round(change, 4),
-                      kind=kind, detail=f"{metric} {base:.2f} \u2192 {cur:.2f} % ({change:+.2f} points; "
-                      f"threshold {limit:g} points){note}")
+    return stats.unpack(getattr(m.per_image, metric), m.per_image.count)
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
+def judge_accuracy(metric: str, baseline: ModelResult, current: ModelResult, limit: float,
+                   thresholds: Thresholds, same_images: bool) -> AccuracyVerdict:
+    """Is the change of one accuracy (top1 or top3, percent) from baseline to current real?
+
+    `same_images`: both runs evaluated the same validation images in the same order (same
+    dataset fingerprint), so per-image results pair up.
+    """
+    b, c = getattr(baseline, metric), getattr(current, metric)
+    change = c - b
+    base_bits = _per_image(baseline, metric) if same_images else None
+    cur_bits = _per_image(current, metric) if same_images else None
+    name = {"top1": "top-1", "top3": "top-3"}.get(metric, metric)
+    head = f"{name} {b:.2f} \u2192 {c:.2f} % ({change:+.2f} points; threshold {limit:g} points"
+    ci: Interval | None = None
+    p: float | None = None
+    if base_bits is not None and cur_bits is not None and base_bits.size == cur_bits.size:
+        mc = stats.mcnemar_exact(cur_bits, base_bits)
+        iv = stats.paired_difference_interval(cur_bits, base_bits, level=1.0 - thresholds.accuracy_alpha)
+        ci, p = Interval(lo=round(iv.lo, 4), hi=round(iv.hi, 4), level=iv.level), mc.p_value
+        real = p < thresholds.accuracy_alpha
+        how = (f"; on the same {cur_bits.size} images {mc.second_only} were right only in the baseline and "
+               f"{mc.first_only} only now: exact McNemar p {_p_text(p)} (flagged below {thresholds.accuracy_alpha:g}), "
+               f"{iv.level:.0%} paired bootstrap interval {iv.lo:+.2f}..{iv.hi:+.2f} points)")
+    elif baseline.count and current.count:
+        why = ("different validation images (the dataset changed)" if not same_images
+               else "no per-image results in " + ("the baseline" if base_bits is None else "this run"))
+        iv = stats.unpaired_difference_interval(round(c * current.count / 100), current.count,
+                                                round(b * baseline.count / 100), baseline.count,
+                                                level=1.0 - thresholds.accuracy_alpha)
+        ci = Interval(lo=round(iv.lo, 4), hi=round(iv.hi, 4), level=iv.level)
+        real = iv.excludes_zero()
+        how = (f"; not paired, {why}: {iv.level:.0%} unpaired bootstrap interval "
+               f"{iv.lo:+.2f}..{iv.hi:+.2f} points, flagged when it excludes 0)")
+    else:
+        real = False
+        how = "; no image counts to test the change with, so it is not flagged)"
+    kind: Literal["regression", "improvement"] | None = None
+    if real and change < -limit:
+        kind = "regression"
+    elif real and change > limit:
+        kind = "improvement"
+    return AccuracyVerdict(kind=kind, change=change, ci=ci, p_value=p, detail=head + how)
+
+
+def _accuracy(arch: str, fmt: str, metric: str, bm: ModelResult, cm: ModelResult, limit: float,
+              thresholds: Thresholds, note: str, same_images: bool) -> Regression | None:
+    if abs(getattr(cm, metric) - getattr(bm, metric)) <= limit:
+        return None  # below the floor: not worth a test
+    v = judge_accuracy(metric, bm, cm, limit, thresholds, same_images)
+    if v.kind is None or (v.kind == "improvement" and not thresholds.improvements):
+        return None
+    return Regression(arch=arch, format=fmt, metric=metric, baseline=getattr(bm, metric),
+                      current=getattr(cm, metric), change=round(v.change, 4), kind=v.kind,
+                      detail=v.detail + note, ci=v.ci, p_value=v.p_value)
 
 
 def check_regressions(
@@ -191,7 +268,8 @@ def check_regressions(
     cur_models, base_models = _models(current), _models(baseline)
     cur_bench, base_bench = _bench_index(current_benches), _bench_index(baseline_benches)
     note = ""
-    if current.dataset_fingerprint != baseline.dataset_fingerprint:
+    same_images = current.dataset_fingerprint == baseline.dataset_fingerprint
+    if not same_images:
         note = (f"; the dataset changed ({baseline.dataset_fingerprint[:12]} \u2192 "
                 f"{current.dataset_fingerprint[:12]}), so accuracy is not strictly comparable")
 
@@ -213,7 +291,7 @@ def check_regressions(
                 out.append(Regression(arch=arch, format=fmt, metric=metric, baseline=b, kind="missing",
                                       detail=f"{metric} was measured in the baseline; not in this run"))
                 continue
-            r = _accuracy(arch, fmt, metric, b, c, limit, thresholds, note)
+            r = _accuracy(arch, fmt, metric, bm, cm, limit, thresholds, note, same_images)
             if r is not None:
                 out.append(r)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from common.errors import ConfigError
 from common.scoring import mai_score
+from common.stats import plus_minus
 from common.schemas import (
     BenchResult,
     ConvertReport,
@@ -101,6 +102,8 @@ def build_results(
                 ev = None
             else:
                 m.top1, m.top3, m.keras_top1, m.drop_top1 = ev.top1, ev.top3, ev.keras_top1, ev.drop_top1
+                m.count, m.top1_ci, m.top3_ci = ev.count, ev.top1_ci, ev.top3_ci
+                m.drop_top1_test, m.drop_top3_test, m.per_image = ev.drop_top1_test, ev.drop_top3_test, ev.per_image
             for key, b in benches.get((arch, fmt), []):
                 if b.model_sha256 != conv.model.sha256:
                     continue  # a measurement of an older file of this model
@@ -147,6 +150,18 @@ def _score(v: float | None) -> str:
     return "–" if v is None else (f"{v:.4f}" if v >= 1e-3 else f"{v:.2e}")
 
 
+def _p(v: float) -> str:
+    return f"{v:.2g}" if v >= 0.001 else "<0.001"
+
+
+def _drop(m: ModelResult) -> str:
+    """Keras minus TFLite top-1 with its paired interval and McNemar p, e.g. '0.8 ±1.0, p 0.12'."""
+    t = m.drop_top1_test
+    if t is None:
+        return _f(m.drop_top1)
+    return f"{plus_minus(t.diff, t.ci)}, p {_p(t.p_value)}"
+
+
 def ranked(results: Results) -> list[ModelResult]:
     return sorted(results.models, key=lambda m: (m.score is None, -(m.score or 0.0), -(m.top1 or 0.0)))
 
@@ -170,10 +185,17 @@ def render_leaderboard(results: Results) -> str:
     for i, m in enumerate(ranked(results), 1):
         basis = next((e for e in m.latency if m.score_basis and entry_label(e) == m.score_basis), None)
         lines.append(
-            f"| {i} | {m.arch} | {m.format} | {_f(m.size_mb, 2)} | {_f(m.top1)} | {_f(m.top3)} | "
-            f"{_f(m.keras_top1)} | {_f(m.drop_top1)} | {_f(basis.mean_ms if basis else None, 2)} | "
+            f"| {i} | {m.arch} | {m.format} | {_f(m.size_mb, 2)} | {plus_minus(m.top1, m.top1_ci)} | "
+            f"{plus_minus(m.top3, m.top3_ci)} | {_f(m.keras_top1)} | {_drop(m)} | "
+            f"{_f(basis.mean_ms if basis else None, 2)} | "
             f"{m.score_basis or (m.reason or 'not measured')} | {_f(basis.peak_memory_mb if basis else None)} | "
             f"{_score(m.score)} |")
+    counts = sorted({m.count for m in results.models if m.count})
+    if counts:
+        lines += ["", f"top-1/top-3: ± is half the width of the seeded 95 % bootstrap interval over the "
+                  f"{'/'.join(map(str, counts))} validation images. drop pts: Keras top-1 minus TFLite top-1 on "
+                  "the same images, ± its paired bootstrap interval, p the exact McNemar test (p < 0.05: the "
+                  "conversion changed accuracy beyond chance)."]
     all_entries = [(m, e) for m in results.models for e in m.latency]
     if all_entries:
         lines += ["", "## Latency on every device and delegate", "",

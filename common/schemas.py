@@ -208,6 +208,35 @@ class ConvertReport(Versioned):
 
 
 # ---------------------------------------------------------------- eval.json
+class Interval(Doc):
+    """A bootstrap interval over the validation images (common.stats), percent or points."""
+
+    lo: float
+    hi: float
+    level: float = Field(default=0.95, description="confidence level")
+
+
+class PairedTest(Doc):
+    """Two models on the same images: the first's accuracy minus the second's, and whether it is real."""
+
+    diff: float = Field(description="first minus second, percentage points")
+    ci: Interval = Field(description="paired bootstrap interval of diff over the images")
+    first_only: int = Field(description="images only the first model got right")
+    second_only: int = Field(description="images only the second model got right")
+    p_value: float = Field(description="exact McNemar test (two-sided binomial on the images only one got right)")
+
+
+class PerImage(Doc):
+    """Per-image correctness in validation order, so that later runs can be compared image by image.
+
+    Hex of the packed bits (common.stats.pack): bit i is 1 when image i was right.
+    """
+
+    count: int
+    top1: str
+    top3: str
+
+
 class ClassAccuracy(Doc):
     index: int
     name: str
@@ -231,6 +260,11 @@ class EvalReport(Versioned):
     drop_top1: float | None = Field(default=None, description="Keras top-1 minus TFLite top-1, points")
     drop_top3: float | None = None
     agreement_with_keras: float | None = Field(default=None, description="percent of images whose top-1 label matches the Keras model")
+    top1_ci: Interval | None = None
+    top3_ci: Interval | None = None
+    drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
+    drop_top3_test: PairedTest | None = None
+    per_image: PerImage | None = None
     seconds: float
     cache_key: str
     reused_from: ReusedFrom | None = None
@@ -330,6 +364,12 @@ class ModelResult(Doc):
     top3: float | None = None
     keras_top1: float | None = None
     drop_top1: float | None = None
+    count: int | None = Field(default=None, description="validation images evaluated")
+    top1_ci: Interval | None = None
+    top3_ci: Interval | None = None
+    drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
+    drop_top3_test: PairedTest | None = None
+    per_image: PerImage | None = None
     latency: list[LatencyEntry] = Field(default_factory=list)
     score: float | None = Field(default=None, description="MAI score on the score basis device/delegate")
     score_runtime_s: float | None = None
@@ -348,6 +388,8 @@ class Regression(Doc):
     change: float | None = None
     kind: Literal["regression", "missing", "improvement"] = "regression"
     detail: str = ""
+    ci: Interval | None = Field(default=None, description="interval of the accuracy change, points")
+    p_value: float | None = Field(default=None, description="exact McNemar p of an accuracy change on the same images")
 
 
 class Missing(Doc):

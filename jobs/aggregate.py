@@ -28,6 +28,9 @@ class AggregateSettings(StepSettings):
     fail_on_regression: bool = Field(False, description="Exit non-zero when regressions are flagged (for CI gates).")
     top1_drop_pts: float = Field(1.0, ge=0, description="Top-1 drop (points) flagged as a regression.")
     top3_drop_pts: float = Field(1.0, ge=0, description="Top-3 drop (points) flagged as a regression.")
+    accuracy_alpha: float = Field(0.05, gt=0, lt=1, description="An accuracy change is flagged only when the exact "
+                                  "McNemar test on the same images gives p below this (or, on different images, "
+                                  "the unpaired bootstrap interval excludes 0).")
     latency_rel: float = Field(0.10, ge=0, description="Relative latency growth (beyond noise) flagged.")
     latency_noise_k: float = Field(2.0, ge=0, description="Latency growth must also exceed this many robust "
                                                           "sigmas of the device's samples.")
@@ -72,6 +75,7 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     results = results.model_copy(update={"reused": stepcache.reused_steps(trains, converts, evals)})
     bench_docs = [b for pairs in benches.values() for _, b in pairs]
     thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, top3_drop_pts=settings.top3_drop_pts,
+                            accuracy_alpha=settings.accuracy_alpha,
                             latency_rel=settings.latency_rel, latency_noise_k=settings.latency_noise_k,
                             size_rel=settings.size_rel)
     history = read_history(store)

@@ -35,8 +35,8 @@ def build_parser():
 
 def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
     from common import dataset as data
-    from common.evaluation import TFLiteClassifier, agreement, summarize
-    from common.metrics import accuracy
+    from common.evaluation import TFLiteClassifier, agreement, paired_test, summarize
+    from common.metrics import accuracy, topk_correct
 
     run_id = require_run_id(settings)
     arch, fmt = settings.arch, settings.format
@@ -64,7 +64,7 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
     num_classes = len(manifest.classes)
     s = summarize(probs, labels, num_classes)
 
-    keras_top1 = keras_top3 = agree = None
+    keras_top1 = keras_top3 = agree = test1 = test3 = None
     ref_key = layout.keras_val_predictions(run_id, arch)
     if store.exists(ref_key):
         ref = np.load(io.BytesIO(store.get_bytes(ref_key)))
@@ -72,6 +72,9 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
             keras_top1 = accuracy(ref["probs"], labels, 1)
             keras_top3 = accuracy(ref["probs"], labels, 3)
             agree = agreement(ref["probs"], probs)
+            # Keras minus TFLite on the same images: is what the conversion lost more than chance?
+            test1 = paired_test(topk_correct(ref["probs"], labels, 1), s["top1_correct"])
+            test3 = paired_test(topk_correct(ref["probs"], labels, 3), s["top3_correct"])
         else:
             log.warning("keras_reference_mismatch", detail="validation labels differ; no drop computed")
     names = [c.name for c in sorted(manifest.classes, key=lambda c: c.index)]
@@ -86,12 +89,15 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
         drop_top1=None if keras_top1 is None else round(keras_top1 - s["top1"], 4),
         drop_top3=None if keras_top3 is None else round(keras_top3 - s["top3"], 4),
         agreement_with_keras=None if agree is None else round(agree, 4),
+        top1_ci=s["top1_ci"], top3_ci=s["top3_ci"], drop_top1_test=test1, drop_top3_test=test3,
+        per_image=s["per_image"],
         seconds=round(time.monotonic() - t0, 2), cache_key=cache_key, code_version=code_version(),
     )
     store.put_json(doc_key, report)
     stepcache.publish(store, STEP, cache_key, run_id, doc_key)
     return {"cached": False, "count": report.count, "top1": report.top1, "top3": report.top3,
-            "drop_top1": report.drop_top1, "seconds": report.seconds}
+            "top1_ci": [report.top1_ci.lo, report.top1_ci.hi], "drop_top1": report.drop_top1,
+            "drop_top1_p": test1.p_value if test1 is not None else None, "seconds": report.seconds}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,6 +74,9 @@ def test_results_have_every_model_measured_and_scored(two_runs):
     for m in r.models:
         assert m.status == "ok" and m.size_mb > 0 and 0 <= m.top1 <= m.top3 <= 100
         assert m.keras_top1 is not None and m.drop_top1 is not None
+        assert m.count == r.dataset_counts["validation"] and m.per_image.count == m.count
+        assert m.top1_ci.lo <= m.top1 <= m.top1_ci.hi and m.top3_ci.lo <= m.top3 <= m.top3_ci.hi
+        assert m.drop_top1_test is not None and 0 < m.drop_top1_test.p_value <= 1
         assert m.score is not None and m.score > 0 and "not an iPhone" in m.score_basis
         (e,) = m.latency
         assert e.backend == "host" and e.status == "ok" and e.mean_ms > 0 and e.peak_memory_mb > 0

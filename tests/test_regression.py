@@ -173,3 +173,68 @@ def test_bimodal_host_timings_doubling_is_flagged_same_is_not():
     assert judge_latency(bimodal(rng, 0.22), bimodal(rng, 0.44), Thresholds()).kind == "regression"
     for _ in range(5):
         assert judge_latency(bimodal(rng, 0.22), bimodal(rng, 0.22), Thresholds()).kind is None
+
+
+def _with_per_image(model, metric_bits: dict[str, np.ndarray]):
+    from common import stats
+    from common.schemas import PerImage
+
+    top1, top3 = metric_bits["top1"], metric_bits["top3"]
+    return model.model_copy(update={
+        "top1": round(100 * top1.mean(), 4), "top3": round(100 * top3.mean(), 4), "count": top1.size,
+        "per_image": PerImage(count=top1.size, top1=stats.pack(top1), top3=stats.pack(top3))})
+
+
+def _swap(cur, arch_fmt, lost: int, gained: int):
+    """This run's model got `lost` baseline-right images wrong and `gained` baseline-wrong ones right."""
+    from common import stats
+
+    i = next(i for i, m in enumerate(cur.results.models) if (m.arch, m.format) == arch_fmt)
+    m = cur.results.models[i]
+    bits = {k: stats.unpack(getattr(m.per_image, k), m.per_image.count) for k in ("top1", "top3")}
+    top1 = bits["top1"].copy()
+    top1[np.flatnonzero(top1)[:lost]] = False
+    top1[np.flatnonzero(~bits["top1"])[:gained]] = True
+    cur.results.models[i] = _with_per_image(m, {"top1": top1, "top3": bits["top3"] | top1})
+    return cur.results.models[i]
+
+
+def test_accuracy_drop_that_the_paired_test_calls_chance_is_not_flagged():
+    # 25 images lost, 15 gained: -10 images = -1.67 points on 600, beyond the 1-point floor,
+    # but McNemar p = 0.15 on 40 discordant images: what two trainings can differ by.
+    base, cur = pair(RunKnobs())
+    m = _swap(cur, ("resnet50", "int8"), lost=25, gained=15)
+    b = next(x for x in base.results.models if (x.arch, x.format) == ("resnet50", "int8"))
+    assert m.top1 - b.top1 == pytest.approx(-10 / 6, abs=0.05)  # the fixture rounds top-1 to 0.1
+    regs = check(base, cur)
+    assert of(regs, "regression", "top1") == []
+
+
+def test_accuracy_drop_the_paired_test_confirms_is_flagged_with_its_p_value():
+    base, cur = pair(RunKnobs())
+    _swap(cur, ("resnet50", "int8"), lost=10, gained=0)  # 10 against 0: p = 0.002
+    (r,) = of(check(base, cur), "regression", "top1")
+    assert (r.arch, r.format) == ("resnet50", "int8")
+    assert r.p_value == pytest.approx(2 / 1024)
+    assert r.ci is not None and r.ci.hi < 0
+    assert "McNemar p 0.002" in r.detail and "10 were right only in the baseline and 0 only now" in r.detail
+
+
+def test_accuracy_on_changed_data_is_judged_unpaired():
+    base, cur = pair(RunKnobs(top1_delta={("resnet50", "int8"): -1.6}))
+    cur.results = cur.results.model_copy(update={"dataset_fingerprint": "other"})
+    # 10 images of 600 on different images: the unpaired interval includes 0, so not a finding
+    assert of(check(base, cur), "regression", "top1") == []
+    base, cur = pair(RunKnobs(top1_delta={("resnet50", "int8"): -6.0}))
+    cur.results = cur.results.model_copy(update={"dataset_fingerprint": "other"})
+    (r,) = of(check(base, cur), "regression", "top1")
+    assert r.p_value is None and "not paired, different validation images" in r.detail
+
+
+def test_accuracy_without_counts_is_not_flagged():
+    # results written before per-image results were kept: nothing to test a change with
+    base, cur = pair(RunKnobs(top1_delta={("resnet50", "int8"): -3.0}))
+    strip = {"count": None, "per_image": None}
+    base.results.models[:] = [m.model_copy(update=strip) for m in base.results.models]
+    regs = check(base, cur)
+    assert of(regs, "regression", "top1") == []

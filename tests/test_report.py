@@ -226,6 +226,22 @@ def test_best_model_confusion_and_conversion(page, fixture_run):
     conv = root.find("table", id="conversion-table")
     assert len(conv.find("tbody").find_all("tr")) == 6
     assert "94.70" in conv.text() and "0.50" in conv.text()  # resnet50 int8 lost half a point
+    # what a conversion lost carries its paired interval and McNemar p
+    row = next(r for r in conv.find("tbody").find_all("tr") if "MobileNetV2" in r.text() and "int8" in r.text())
+    lost = row.find_all("td")[4]
+    assert "\u00b1" in lost.text() and "McNemar p" in lost.text() and "paired bootstrap" in lost.attrs["title"]
+
+
+def test_accuracy_cells_show_their_interval(page, fixture_run):
+    _, root = page
+    lb = root.find("table", id="leaderboard-table")
+    titles = [h.text() for h in lb.find("thead").find_all("th")]
+    for m in fixture_run.results.models:
+        cells = lb.find("tr", data_model=f"{m.arch}/{m.format}").find_all("td")
+        top1 = cells[titles.index("Top-1 %")]
+        assert top1.text().startswith(f"{m.top1:.1f} \u00b1{(m.top1_ci.hi - m.top1_ci.lo) / 2:.1f}")
+        assert f"{m.top1_ci.lo:.2f}..{m.top1_ci.hi:.2f}" in top1.attrs["title"]
+        assert "\u00b1" in cells[titles.index("Top-3 %")].text()
 
 
 def test_latency_distributions_from_raw_samples(page, fixture_run):

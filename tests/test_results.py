@@ -122,3 +122,22 @@ def test_results_round_trip_and_strictness():
 
 def test_host_label_constant():
     assert HOST_LABEL == "host CPU, not an iPhone"
+
+
+def test_accuracy_carries_its_interval_into_results_and_the_leaderboard():
+    from common.stats import plus_minus
+
+    run, ds, converts, evals, benches = _docs()
+    r = build_results(run, ds, {}, converts, evals, benches)
+    m = next(m for m in r.models if (m.arch, m.format) == ("mobilenet_v2", "int8"))
+    ev = evals[("mobilenet_v2", "int8")]
+    assert m.top1_ci == ev.top1_ci and m.top3_ci == ev.top3_ci and m.count == ev.count == 600
+    assert m.top1_ci.lo < m.top1 < m.top1_ci.hi
+    assert m.per_image == ev.per_image  # kept for paired comparisons with later runs
+    t = m.drop_top1_test
+    assert t is not None and t.p_value < 0.05 and t.first_only > t.second_only
+    board = render_leaderboard(r)
+    row = next(line for line in board.splitlines() if "| mobilenet_v2 | int8 |" in line)
+    assert plus_minus(m.top1, m.top1_ci) in row and plus_minus(m.top3, m.top3_ci) in row
+    assert f"{plus_minus(t.diff, t.ci)}, p " in row
+    assert "bootstrap interval over the 600 validation images" in board and "McNemar" in board

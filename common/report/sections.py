@@ -24,7 +24,8 @@ from common.report.cells import (
     model_label,
 )
 from common.report.charts import pareto_points, svg_confusion, svg_distribution, svg_pareto, svg_per_class
-from common.schemas import BenchResult, EvalReport, ModelResult, Regression, Results
+from common.schemas import BenchResult, EvalReport, Interval, ModelResult, PairedTest, Regression, Results
+from common.stats import plus_minus
 from common.stepcache import describe_reused
 
 
@@ -48,11 +49,34 @@ def _flag_attr(flag: Regression | None) -> tuple[str, str]:
 
 
 def _num_cell(value: float | None, text: str, reason: str, flag: Regression | None = None,
-              extra: str = "", cls: str = "") -> str:
+              extra: str = "", cls: str = "", title: str = "") -> str:
     if value is None:
         return f'<td class="num gapcell{cls}" data-v="">{gap(reason)}</td>'
     fcls, fmark = _flag_attr(flag)
-    return f'<td class="num{cls}{fcls}" data-v="{value:.6g}">{e(text)}{extra}{fmark}</td>'
+    tip = f' title="{e(title)}"' if title else ""
+    return f'<td class="num{cls}{fcls}" data-v="{value:.6g}"{tip}>{e(text)}{extra}{fmark}</td>'
+
+
+def _ci_title(ci: Interval | None, count: int | None) -> str:
+    if ci is None:
+        return "no interval: evaluated before per-image results were kept"
+    over = f" over the {count} validation images" if count else ""
+    return f"{ci.level:.0%} bootstrap interval {ci.lo:.2f}..{ci.hi:.2f} %{over}"
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
+def _test_sub(t: PairedTest | None) -> tuple[str, str]:
+    """(sub-line, tooltip) of a paired test of what a conversion lost."""
+    if t is None:
+        return "", ""
+    verdict = "beyond chance" if t.p_value < 0.05 else "within chance"
+    tip = (f"Keras minus TFLite on the same images: {t.ci.level:.0%} paired bootstrap interval "
+           f"{t.ci.lo:+.2f}..{t.ci.hi:+.2f} points; {t.first_only} images right only in Keras, "
+           f"{t.second_only} only in TFLite; exact McNemar p {_p_text(t.p_value)} ({verdict})")
+    return f'<small class="sub">McNemar p {e(_p_text(t.p_value))}</small>', tip
 
 
 def leaderboard(results: Results) -> str:
@@ -84,12 +108,16 @@ def leaderboard(results: Results) -> str:
         ok = m.status == "ok"
         cells.append(_num_cell(m.size_mb if ok else None, fmt(m.size_mb), why,
                                flags.get((m.arch, m.format, "size_mb", None, None))))
-        cells.append(_num_cell(m.top1 if ok else None, fmt(m.top1), why if not ok else "not evaluated",
-                               flags.get((m.arch, m.format, "top1", None, None))))
-        cells.append(_num_cell(m.top3 if ok else None, fmt(m.top3), why if not ok else "not evaluated",
-                               flags.get((m.arch, m.format, "top3", None, None))))
-        cells.append(_num_cell(m.drop_top1 if ok else None, fmt(m.drop_top1),
-                               why if not ok else "no Keras accuracy to compare with"))
+        cells.append(_num_cell(m.top1 if ok else None, plus_minus(m.top1, m.top1_ci),
+                               why if not ok else "not evaluated",
+                               flags.get((m.arch, m.format, "top1", None, None)), title=_ci_title(m.top1_ci, m.count)))
+        cells.append(_num_cell(m.top3 if ok else None, plus_minus(m.top3, m.top3_ci),
+                               why if not ok else "not evaluated",
+                               flags.get((m.arch, m.format, "top3", None, None)), title=_ci_title(m.top3_ci, m.count)))
+        sub, tip = _test_sub(m.drop_top1_test)
+        drop_text = plus_minus(m.drop_top1, m.drop_top1_test.ci) if m.drop_top1_test else fmt(m.drop_top1, 1)
+        cells.append(_num_cell(m.drop_top1 if ok else None, drop_text,
+                               why if not ok else "no Keras accuracy to compare with", extra=sub, title=tip))
         for c in cols:
             le = entry_of(m, c)
             hostcls = " hostcol" if c.host else ""
@@ -118,6 +146,9 @@ def leaderboard(results: Results) -> str:
              f'<tbody>{"".join(rows)}</tbody></table>')
     note = (f"Click a column header to sort. Score = 2^((top-1 \u2212 96) + (top-3 \u2212 99)) / (C \u00b7 runtime s), "
             f"C = {e(results.c)}, runtime = mean latency on the score basis ({e(results.score_basis)}). "
+            "Top-1 and top-3 show \u00b1 half the width of their seeded 95 % bootstrap interval over the validation "
+            "images (hover for the interval); what a conversion lost is Keras minus TFLite on the same images, "
+            "\u00b1 its paired bootstrap interval, with the exact McNemar p (below 0.05: beyond chance). "
             "Latency cells show the median of the raw samples and their 90th percentile. "
             "\u26a0 marks a regression against the baseline run (hover it for why), \u2714 an improvement.")
     return _section("leaderboard", "Leaderboard", table, note)
@@ -172,12 +203,20 @@ def conversion_section(results: Results, evals: dict[tuple[str, str], EvalReport
             continue
         cells = [f'<td data-v="{e(display_name(m.arch))}">{e(display_name(m.arch))}</td>',
                  f'<td data-v="{e(m.format)}">{e(m.format)}</td>']
-        for v in (ev.keras_top1, ev.top1, ev.drop_top1, ev.drop_top3, ev.agreement_with_keras):
-            cells.append(_num_cell(v, fmt(v), "no Keras evaluation to compare with"))
+        no_keras = "no Keras evaluation to compare with"
+        cells.append(_num_cell(ev.keras_top1, fmt(ev.keras_top1), no_keras))
+        cells.append(_num_cell(ev.top1, plus_minus(ev.top1, ev.top1_ci, 2), "", title=_ci_title(ev.top1_ci, ev.count)))
+        for drop, test in ((ev.drop_top1, ev.drop_top1_test), (ev.drop_top3, ev.drop_top3_test)):
+            sub, tip = _test_sub(test)
+            cells.append(_num_cell(drop, plus_minus(drop, test.ci, 2) if test else fmt(drop), no_keras,
+                                   extra=sub, title=tip))
+        cells.append(_num_cell(ev.agreement_with_keras, fmt(ev.agreement_with_keras), no_keras))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f'<table class="sortable" id="conversion-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
     return _section("conversion", "Accuracy lost by each conversion", table,
-                    "TFLite model against the Keras model it was converted from, on the same validation images.")
+                    "TFLite model against the Keras model it was converted from, on the same validation images: "
+                    "\u00b1 half the width of the seeded 95 % paired bootstrap interval, and the exact McNemar test "
+                    "on the images only one of the two got right (p below 0.05: the loss is beyond chance).")
 
 
 def distribution_section(results: Results, benches: Sequence[BenchResult]) -> str:
