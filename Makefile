@@ -63,7 +63,7 @@ test: install ## Run the test suite (what CI runs)
 test-fast: install ## Run the tests that train or convert no model
 	$(PY) -m pytest -m 'not slow and not cluster' $(PYTEST_ARGS)
 
-bench: install ## Measure pipeline throughput, measurement overhead, int8 drop, `make run` time and reuse into bench/
+bench: install ## Measure pipeline throughput, measurement overhead, runner repeatability, int8 drop, `make run` time and reuse into bench/
 	$(PY) -m bench.run --out bench/results
 
 clean: ## Remove local artifacts and caches (not .venv)

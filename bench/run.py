@@ -1,4 +1,4 @@
-"""`make bench`: pipeline throughput, measurement overhead, int8 drop, `make run` wall time and reuse.
+"""`make bench`: pipeline throughput, measurement overhead, runner repeatability, int8 drop, `make run` time, reuse.
 
 Each figure goes to bench/results/<name>.json and a short table to bench/results/summary.md.
 Timings on a shared machine are noisy, so every comparison interleaves its two sides and
@@ -197,6 +197,10 @@ def summary(results: dict) -> str:
         o = results["measurement_overhead"]
         lines.append(f"| our latency loop / bare invoke() loop ({o['model']}) | {o['overhead_ratio']['median']:.4f} "
                      f"(min {o['overhead_ratio']['min']:.4f}, max {o['overhead_ratio']['max']:.4f}) | ≤ 1.02 |")
+    if "runner_repeatability" in results:
+        from bench.repeatability import summary_lines
+
+        lines += summary_lines(results["runner_repeatability"])
     if "make_run" in results:
         m = results["make_run"]
         lines.append(f"| `make run` wall time (after install) | {m['wall_time_s']} s | < 600 s |")
@@ -214,8 +218,8 @@ def summary(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--out", default="bench/results", help="Folder for the JSON figures and summary.md.")
-    parser.add_argument("--only", default="overhead,input_pipeline,make_run",
-                        help="Comma-separated subset of: overhead, input_pipeline, make_run.")
+    parser.add_argument("--only", default="overhead,input_pipeline,repeatability,make_run",
+                        help="Comma-separated subset of: overhead, input_pipeline, repeatability, make_run.")
     args = parser.parse_args(argv)
     out = Path(args.out)
     wanted = args.only.split(",")
@@ -224,10 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         results["measurement_overhead"] = bench_overhead(out)
     if "input_pipeline" in wanted:
         results["input_pipeline"] = bench_input_pipeline(out)
+    if "repeatability" in wanted:
+        from bench.repeatability import bench_repeatability
+
+        results["runner_repeatability"] = bench_repeatability(out)
     if "make_run" in wanted:
         results["make_run"] = bench_make_run(out)
     # Figures measured earlier (another --only) stay in the table, from their JSON files.
-    for name in ("measurement_overhead", "input_pipeline", "make_run"):
+    for name in ("measurement_overhead", "input_pipeline", "runner_repeatability", "make_run"):
         if name not in results and (out / f"{name}.json").is_file():
             results[name] = json.loads((out / f"{name}.json").read_text())
     text = summary(results)

@@ -13,14 +13,17 @@ from common.schemas import Interval, PairedTest, PerImage
 
 
 class TFLiteClassifier:
-    """A LiteRT interpreter with the model's own input/output (de)quantization applied.
+    """A LiteRT interpreter fed as an app feeds it, with the output dequantized.
 
-    Callers give float32 RGB pixels in 0..255 at the model's input size; for integer
-    models they are quantized with the input tensor's scale/zero point, so a uint8 model
-    whose scale is ~1 sees the photo's own pixel values.
+    Callers give float32 RGB pixels in 0..255 at the model's input size. A float model gets
+    them as they are. An integer model gets the photo's own bytes, rounded to uint8, as a
+    camera app hands them over: the int8 contract is raw pixels (scale 1, zero point 0), and
+    a model that wants its input scaled otherwise is refused rather than quietly fed
+    rescaled values an app would never send (`raw_pixels=False` quantizes with the model's
+    own parameters instead, to look at such a model).
     """
 
-    def __init__(self, model_path: str | Path, num_threads: int = 2):
+    def __init__(self, model_path: str | Path, num_threads: int = 2, raw_pixels: bool = True):
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
@@ -28,13 +31,21 @@ class TFLiteClassifier:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.input_size = (int(self.input["shape"][1]), int(self.input["shape"][2]))
+        self.raw_pixels = raw_pixels
+        dtype = np.dtype(self.input["dtype"])
+        if raw_pixels and dtype.kind != "f":
+            scale, zp = self.input["quantization"]
+            if dtype != np.uint8 or scale != 1.0 or zp != 0:
+                raise ValueError(f"{model_path}: the integer input is {dtype.name} with scale {scale:.6g} and zero "
+                                 f"point {zp}, not raw pixels (uint8, scale 1, zero point 0); convert the model "
+                                 "again with jobs.convert")
 
     def _quantize(self, image: np.ndarray) -> np.ndarray:
         dtype = np.dtype(self.input["dtype"])
         if dtype.kind == "f":
             return image.astype(dtype)
         scale, zp = self.input["quantization"]
-        if not scale:
+        if self.raw_pixels or not scale:
             return np.clip(np.rint(image), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
         q = np.rint(image / scale + zp)
         return np.clip(q, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)

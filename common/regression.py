@@ -29,6 +29,11 @@ every night. So a slowdown is flagged only when all three hold:
 Medians, not means, because one stalled inference moves a mean by more than a real
 regression does. Improvements are judged the same way, mirrored.
 
+Without raw samples (an iPhone app built before it printed them) a measurement still has
+benchmark_model's mean, standard deviation and run count, and `judge_latency_summary` compares
+those: the same relative floor, the noise bound from the two standard deviations, and a normal
+interval of the difference of means in place of the bootstrap.
+
 How an accuracy change is judged (`judge_accuracy`)
 ---------------------------------------------------
 With 600 validation images one image is 0.17 points, and two trainings of the same code
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from statistics import NormalDist
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
@@ -148,6 +154,47 @@ def judge_latency(
                           bound_ms=bound, detail=detail)
 
 
+@dataclass(frozen=True)
+class LatencySummary:
+    """A measurement's mean, standard deviation and run count (ms), for when raw samples are missing."""
+
+    mean: float
+    std: float | None = None
+    count: int | None = None
+
+
+def judge_latency_summary(base: LatencySummary, cur: LatencySummary, thresholds: Thresholds) -> LatencyVerdict:
+    """Compare two measurements by their means, with their standard deviations as the device's noise."""
+    if not (np.isfinite(base.mean) and np.isfinite(cur.mean)):
+        raise ValueError("judge_latency_summary needs a finite mean on each side")
+    delta = cur.mean - base.mean
+    rel = delta / base.mean if base.mean > 0 else float("inf")
+    sb, sc = base.std or 0.0, cur.std or 0.0
+    sigma = float(np.sqrt((sb ** 2 + sc ** 2) / 2.0))
+    floor = thresholds.latency_rel * base.mean
+    bound = max(floor, thresholds.latency_noise_k * sigma)
+    if base.std is not None and cur.std is not None and (base.count or 0) > 1 and (cur.count or 0) > 1:
+        z = NormalDist().inv_cdf(1.0 - (1.0 - thresholds.confidence) / 2.0)
+        half = z * float(np.sqrt(sb ** 2 / base.count + sc ** 2 / cur.count))
+        lo, hi = delta - half, delta + half
+        interval = (f"; {thresholds.confidence:.0%} normal interval of the change of means {lo:+.3g}..{hi:+.3g} ms "
+                    f"(n = {base.count}, {cur.count})")
+    else:
+        lo = hi = delta
+        interval = "; no run counts, so no interval"
+    spread = f"std {sigma:.3g} ms" if base.std is not None or cur.std is not None else "no std"
+    detail = (f"mean {base.mean:.3g} \u2192 {cur.mean:.3g} ms ({rel:+.1%}); threshold \u00b1{bound:.3g} ms = max("
+              f"{thresholds.latency_rel:.0%} of baseline, {thresholds.latency_noise_k:g} \u00d7 {spread})"
+              f"{interval}; per-run samples missing on at least one side, so means \u00b1 std were compared")
+    kind: Literal["regression", "improvement"] | None = None
+    if delta > bound and lo > 0:
+        kind = "regression"
+    elif delta < -bound and hi < 0:
+        kind = "improvement"
+    return LatencyVerdict(kind=kind, baseline_ms=base.mean, current_ms=cur.mean, change_ms=delta, change_rel=rel,
+                          bound_ms=bound, detail=detail)
+
+
 # ------------------------------------------------------------------ the check
 BenchKey = tuple[str, str, str, str]  # arch, format, device_id, delegate_requested
 
@@ -157,14 +204,25 @@ def _bench_index(benches: Iterable[BenchResult]) -> dict[BenchKey, BenchResult]:
 
 
 def _samples(entry: LatencyEntry, bench: BenchResult | None) -> list[float]:
-    if bench is not None and bench.status == "ok" and bench.samples_ms:
+    """Raw samples of a measurement, when there are enough to judge on them."""
+    if bench is not None and bench.status == "ok" and len(bench.samples_ms) >= 3:
         return list(bench.samples_ms)
-    for value in (entry.p50_ms, entry.mean_ms):
-        if value is not None:
-            return [value]
-    if bench is not None and bench.timings_ms is not None:
-        return [bench.timings_ms.p50]
     return []
+
+
+def _summary(entry: LatencyEntry, bench: BenchResult | None) -> LatencySummary | None:
+    """Mean, std and count of a measurement: from its samples, else from the tool's statistics."""
+    samples = bench.samples_ms if bench is not None and bench.status == "ok" else []
+    if len(samples) >= 2:
+        a = np.asarray(samples, dtype=float)
+        return LatencySummary(float(a.mean()), float(a.std()), int(a.size))
+    t = bench.timings_ms if bench is not None and bench.status == "ok" else None
+    mean = entry.mean_ms if entry.mean_ms is not None else (t.mean if t is not None else None)
+    if mean is None:
+        return None
+    std = entry.std_ms if entry.std_ms is not None else (t.std if t is not None else None)
+    count = entry.count if entry.count is not None else (t.count if t is not None else None)
+    return LatencySummary(mean, std, count)
 
 
 def _models(results: Results) -> dict[tuple[str, str], ModelResult]:
@@ -317,14 +375,20 @@ def check_regressions(
             if ce is None or ce.status != "ok":
                 reason = (ce.reason if ce is not None else None) or "device or delegate not measured in this run"
                 out.append(Regression(arch=arch, format=fmt, metric="latency_ms", device_id=device_id,
-                                      delegate=delegate, baseline=be.p50_ms or be.mean_ms, kind="missing",
+                                      delegate=delegate, baseline=be.p50_ms if be.p50_ms is not None else be.mean_ms,
+                                      kind="missing",
                                       detail=f"{where} was measured in the baseline; now missing: {reason}"))
                 continue
-            bs = _samples(be, base_bench.get((arch, fmt, device_id, delegate)))
-            cs = _samples(ce, cur_bench.get((arch, fmt, device_id, delegate)))
-            if not bs or not cs:
-                continue
-            verdict = judge_latency(bs, cs, thresholds)
+            bb, cb = base_bench.get((arch, fmt, device_id, delegate)), cur_bench.get((arch, fmt, device_id, delegate))
+            bs, cs = _samples(be, bb), _samples(ce, cb)
+            if bs and cs:
+                verdict = judge_latency(bs, cs, thresholds)
+            else:
+                # An older app on either side printed no per-run samples: compare means with their spread.
+                bsum, csum = _summary(be, bb), _summary(ce, cb)
+                if bsum is None or csum is None:
+                    continue
+                verdict = judge_latency_summary(bsum, csum, thresholds)
             if verdict.kind is None or (verdict.kind == "improvement" and not thresholds.improvements):
                 continue
             out.append(Regression(arch=arch, format=fmt, metric="latency_ms", device_id=device_id,
@@ -371,7 +435,8 @@ def _flag_index(regressions: Iterable[Regression]) -> dict[tuple, Regression]:
 def diff_results(current: Results, baseline: Results | None, regressions: Iterable[Regression]) -> list[Change]:
     """Every compared number of every model of either run, with the flag the check gave it.
 
-    Latency is the median (p50) of each run, the number the check compares.
+    Latency is the median (p50) of each run, the number the check compares; where a side has no
+    per-run samples, both sides show their mean.
     """
     flags = _flag_index(regressions)
     cur_models = _models(current)
@@ -408,10 +473,15 @@ def diff_results(current: Results, baseline: Results | None, regressions: Iterab
             host = ""
             if e.backend == "host":
                 host = " (not an iPhone)" if "host cpu" in e.device_name.lower() else " (host CPU, not an iPhone)"
-            bv = be[(dev, dlg)].p50_ms if (dev, dlg) in be and be[(dev, dlg)].status == "ok" else None
-            cv = ce[(dev, dlg)].p50_ms if (dev, dlg) in ce and ce[(dev, dlg)].status == "ok" else None
+            b_ok = be[(dev, dlg)] if (dev, dlg) in be and be[(dev, dlg)].status == "ok" else None
+            c_ok = ce[(dev, dlg)] if (dev, dlg) in ce and ce[(dev, dlg)].status == "ok" else None
+            # Like with like: medians when every side present has one, else the tool's means.
+            stat = "p50_ms" if all(x.p50_ms is not None for x in (b_ok, c_ok) if x is not None) else "mean_ms"
+            bv = getattr(b_ok, stat) if b_ok is not None else None
+            cv = getattr(c_ok, stat) if c_ok is not None else None
             reason = (ce[(dev, dlg)].reason if (dev, dlg) in ce else None) or model_gap or "not measured in this run"
-            add("latency_ms", f"{e.device_name} {dlg} median ms{host}", bv, cv, dev, dlg, gap=reason)
+            label = "median" if stat == "p50_ms" else "mean"
+            add("latency_ms", f"{e.device_name} {dlg} {label} ms{host}", bv, cv, dev, dlg, gap=reason)
     return rows
 
 

@@ -17,6 +17,7 @@ from common.schemas import (
     Results,
     RunManifest,
     TrainReport,
+    measurement_flags,
 )
 
 HOST_LABEL = "host CPU, not an iPhone"
@@ -32,15 +33,19 @@ def entry_label(e: LatencyEntry) -> str:
     return where
 
 
-def latency_entry(b: BenchResult, key: str) -> LatencyEntry:
+DEFAULT_COVERAGE_THRESHOLD = 0.9
+
+
+def latency_entry(b: BenchResult, key: str, coverage_threshold: float = DEFAULT_COVERAGE_THRESHOLD) -> LatencyEntry:
     t = b.timings_ms
     return LatencyEntry(
         device_id=b.device.id, device_name=b.device.name, device_model=b.device.model, device_os=b.device.os,
         backend=b.device.backend, delegate_requested=b.delegate_requested, delegate_applied=b.delegate_applied,
         status=b.status, reason=b.reason,
         mean_ms=t.mean if t else None, std_ms=t.std if t else None, p50_ms=t.p50 if t else None,
-        p90_ms=t.p90 if t else None, init_ms=t.init if t else None,
+        p90_ms=t.p90 if t else None, count=t.count if t else None, init_ms=t.init if t else None,
         peak_memory_mb=(b.memory.peak_mb or b.memory.overall_mb) if b.memory else None, key=key,
+        conditions=b.conditions, flags=measurement_flags(b.conditions, coverage_threshold) if b.status == "ok" else [],
     )
 
 
@@ -78,6 +83,7 @@ def build_results(
     *,
     c: float = 1.0,
     score_basis: str = "auto",
+    coverage_threshold: float = DEFAULT_COVERAGE_THRESHOLD,
 ) -> Results:
     """Everything the leaderboard needs, with every gap recorded in `missing` (never invented)."""
     models: list[ModelResult] = []
@@ -95,6 +101,8 @@ def build_results(
                 models.append(m)
                 continue
             m.size_mb, m.sha256, m.model_key = conv.size_mb, conv.model.sha256, conv.model.key
+            m.dynamic_tensors, m.gpu_compatibility = conv.dynamic_tensors, conv.gpu_compatibility
+            m.input_quantization = conv.input.quantization
             if ev is None or ev.model_sha256 != conv.model.sha256:
                 missing.append(Missing(step="evaluate", arch=arch, format=fmt,
                                        reason="no eval.json for this model" if ev is None
@@ -108,7 +116,7 @@ def build_results(
                 if b.model_sha256 != conv.model.sha256:
                     continue  # a measurement of an older file of this model
                 devices.setdefault(b.device.id, b.device)
-                e = latency_entry(b, key)
+                e = latency_entry(b, key, coverage_threshold)
                 if e.status == "ok" and ev is not None and e.mean_ms:
                     e.score = mai_score(ev.top1, ev.top3, e.mean_ms / 1000.0, c)
                 if e.status != "ok":
@@ -209,8 +217,20 @@ def render_leaderboard(results: Results) -> str:
             if e.status != "ok":
                 lines.append(f"| {m.arch} | {m.format} | {dev} | {deleg} | missing: {e.reason} | | | | | |")
                 continue
-            lines.append(f"| {m.arch} | {m.format} | {dev} | {deleg} | {_f(e.mean_ms, 2)} | {_f(e.p50_ms, 2)} | "
-                         f"{_f(e.p90_ms, 2)} | {_f(e.init_ms, 1)} | {_f(e.peak_memory_mb)} | {_score(e.score)} |")
+            if e.delegate_applied == "partial":
+                c = e.conditions
+                share = (f", {c.delegated_nodes} of {c.total_nodes} nodes" if c is not None and c.total_nodes
+                         and c.delegated_nodes is not None else "")
+                deleg = f"{e.delegate_requested} (partly{share}; the rest on the CPU)"
+            if e.flags:
+                deleg += " ⚠ " + "; ".join(e.flags)
+            # Without per-run samples there are no percentiles; the mean (and its std) still stand.
+            no_samples = "no samples" if e.mean_ms is not None else "–"
+            p50 = _f(e.p50_ms, 2) if e.p50_ms is not None else no_samples
+            p90 = _f(e.p90_ms, 2) if e.p90_ms is not None else no_samples
+            mean = _f(e.mean_ms, 2) + (f" ± {e.std_ms:.2f}" if e.std_ms is not None and e.p50_ms is None else "")
+            lines.append(f"| {m.arch} | {m.format} | {dev} | {deleg} | {mean} | {p50} | "
+                         f"{p90} | {_f(e.init_ms, 1)} | {_f(e.peak_memory_mb)} | {_score(e.score)} |")
     if results.missing:
         lines += ["", "## Missing", ""]
         for miss in results.missing:

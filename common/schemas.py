@@ -17,6 +17,11 @@ Format = Literal["float32", "int8", "float16", "dynamic"]
 FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic")
 Delegate = Literal["cpu", "gpu", "coreml"]
 DELEGATES: tuple[str, ...] = ("cpu", "gpu", "coreml")
+# What ran the graph: a delegate, or "partial" when the requested delegate took only part of the
+# graph and the CPU ran the rest (the tool's "partially executed", or fewer nodes than the graph has).
+AppliedDelegate = Literal["cpu", "gpu", "coreml", "partial"]
+ThermalState = Literal["nominal", "fair", "serious", "critical"]
+THERMAL_STATES: tuple[str, ...] = ("nominal", "fair", "serious", "critical")
 Backend = Literal["host", "ios"]
 
 
@@ -187,6 +192,20 @@ class TensorInfo(Doc):
     quantization: Quantization | None = None
 
 
+class GpuOpIssue(Doc):
+    op: str
+    nodes: list[int] = Field(description="operator indices in the model's main subgraph")
+    reason: str = Field(description="as the analyzer gives it")
+
+
+class GpuCompatibility(Doc):
+    """TensorFlow's model analyzer on the .tflite, checked against the GPU delegate's op rules."""
+
+    compatible: bool
+    ops: list[GpuOpIssue] = Field(default_factory=list, description="ops the GPU delegate cannot take")
+    tool: str
+
+
 class ConvertReport(Versioned):
     kind: Literal["convert"] = "convert"
     run_id: str
@@ -200,6 +219,11 @@ class ConvertReport(Versioned):
     converter: str
     seconds: float
     calibration_samples: int = 0
+    tensors: int | None = Field(default=None, description="tensors in the model")
+    dynamic_tensors: int | None = Field(default=None, description="tensors with -1 in their shape signature (must be 0)")
+    gpu_compatibility: GpuCompatibility | None = None
+    max_output_difference: float | None = Field(
+        default=None, description="largest |TFLite - SavedModel| softmax output on seeded random photos")
     source_model_sha256: str
     cache_key: str
     reused_from: ReusedFrom | None = None
@@ -309,6 +333,71 @@ class Memory(Doc):
     method: str = ""
 
 
+class PhoneState(Doc):
+    """One reading of the phone's ProcessInfo and UIDevice, printed by the runner-ready app."""
+
+    thermal: ThermalState | None = None
+    low_power_mode: bool | None = None
+    battery_level: float | None = Field(default=None, ge=0, le=1, description="0..1; None when iOS does not say")
+    battery_state: Literal["unknown", "unplugged", "charging", "full"] | None = None
+
+
+class Conditions(Doc):
+    """How one measurement was taken, beyond its numbers; None where the tool or the phone did not say."""
+
+    runs_requested: int | None = None
+    runs_completed: int | None = Field(default=None, description="timed runs the tool made; fewer when max_secs stopped it")
+    max_secs: float | None = Field(default=None, description="benchmark_model's own cap per phase, below the runner's kill")
+    samples_source: str | None = Field(default=None, description="where samples_ms come from; None: no per-run samples")
+    delegated_nodes: int | None = Field(default=None, description="graph nodes the requested delegate took")
+    total_nodes: int | None = Field(default=None, description="graph nodes the delegate was offered")
+    gpu_precision_loss_allowed: bool | None = Field(
+        default=None, description="Metal ran with FP16 arithmetic allowed (benchmark_model's default)")
+    coreml_compute_units: str | None = Field(
+        default=None, description="what the Core ML delegate asks Core ML for; Core ML picks the unit itself")
+    neural_engine: bool | None = Field(default=None, description="whether the phone has a Neural Engine (A12 and later)")
+    state_before: PhoneState | None = None
+    state_after: PhoneState | None = None
+    thermal_wait_s: float | None = Field(default=None, description="how long the job waited for nominal thermal state")
+    thermal_wait_limit_s: float | None = None
+    cooldown_s: float | None = Field(default=None, description="pause before this job, after the previous delegate of the model")
+    memory_pass: Literal["separate", "same", "none"] | None = Field(
+        default=None, description="separate: memory measured in its own run, so its sampling thread cannot slow the timing")
+    os_build: str | None = Field(default=None, description="the phone's iOS build number, e.g. 22B91")
+    app_tf_tag: str | None = Field(default=None, description="TensorFlow tag the benchmark app was built from")
+    app_build_id: str | None = Field(default=None, description="build id the app's build script stamped into it")
+
+    @property
+    def coverage(self) -> float | None:
+        if self.delegated_nodes is None or not self.total_nodes:
+            return None
+        return self.delegated_nodes / self.total_nodes
+
+
+def measurement_flags(c: Conditions | None, coverage_threshold: float = 0.9) -> list[str]:
+    """What a reader must know before trusting a latency: partial delegation, heat, a cut-short run."""
+    if c is None:
+        return []
+    flags = []
+    cov = c.coverage
+    if cov is not None and cov < coverage_threshold:
+        flags.append(f"mostly on CPU: the delegate took {c.delegated_nodes} of {c.total_nodes} nodes ({cov:.0%})")
+    if c.state_after is not None and c.state_after.thermal in ("serious", "critical"):
+        flags.append(f"thermal state {c.state_after.thermal} at the end of the run")
+    if c.runs_requested and c.runs_completed is not None and c.runs_completed < c.runs_requested:
+        flags.append(f"fewer runs than requested: {c.runs_completed} of {c.runs_requested} "
+                     f"(benchmark_model stopped at max_secs={c.max_secs:g} s)" if c.max_secs
+                     else f"fewer runs than requested: {c.runs_completed} of {c.runs_requested}")
+    if (c.thermal_wait_limit_s is not None and c.thermal_wait_s is not None and c.state_before is not None
+            and c.state_before.thermal not in (None, "nominal")):
+        flags.append(f"started {c.state_before.thermal}, not nominal, after waiting {c.thermal_wait_s:.0f} s")
+    for when, st in (("before", c.state_before), ("after", c.state_after)):
+        if st is not None and st.low_power_mode:
+            flags.append(f"Low Power Mode on {when} the run")
+            break
+    return flags
+
+
 class BenchResult(Versioned):
     kind: Literal["bench"] = "bench"
     run_id: str
@@ -317,7 +406,7 @@ class BenchResult(Versioned):
     model_sha256: str
     device: DeviceInfo
     delegate_requested: Delegate
-    delegate_applied: Delegate | None = None
+    delegate_applied: AppliedDelegate | None = None
     status: Literal["ok", "missing"]
     reason: str | None = None
     num_threads: int
@@ -326,6 +415,7 @@ class BenchResult(Versioned):
     timings_ms: Timings | None = None
     samples_ms: list[float] = Field(default_factory=list)
     memory: Memory | None = None
+    conditions: Conditions | None = None
     runner: str = Field(description="'in-process' or the runner URL")
     runner_job_id: str | None = None
     measured_at: datetime = Field(default_factory=utcnow)
@@ -340,16 +430,19 @@ class LatencyEntry(Doc):
     device_os: str
     backend: Backend
     delegate_requested: Delegate
-    delegate_applied: Delegate | None = None
+    delegate_applied: AppliedDelegate | None = None
     status: Literal["ok", "missing"]
     reason: str | None = None
     mean_ms: float | None = None
     std_ms: float | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
+    count: int | None = Field(default=None, description="timed runs behind mean and std")
     init_ms: float | None = None
     peak_memory_mb: float | None = None
     score: float | None = None
+    conditions: Conditions | None = None
+    flags: list[str] = Field(default_factory=list, description="measurement_flags: partial delegation, heat, short runs")
     key: str = Field(description="store key of the full bench document")
 
 
@@ -370,6 +463,9 @@ class ModelResult(Doc):
     drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
     drop_top3_test: PairedTest | None = None
     per_image: PerImage | None = None
+    dynamic_tensors: int | None = Field(default=None, description="from convert.json; 0 for every model we ship")
+    gpu_compatibility: GpuCompatibility | None = None
+    input_quantization: Quantization | None = Field(default=None, description="uint8 input scale/zero point (int8)")
     latency: list[LatencyEntry] = Field(default_factory=list)
     score: float | None = Field(default=None, description="MAI score on the score basis device/delegate")
     score_runtime_s: float | None = None

@@ -35,6 +35,8 @@ class AggregateSettings(StepSettings):
     latency_noise_k: float = Field(2.0, ge=0, description="Latency growth must also exceed this many robust "
                                                           "sigmas of the device's samples.")
     size_rel: float = Field(0.05, ge=0, description="Relative model size growth flagged.")
+    coverage_threshold: float = Field(0.9, ge=0, le=1, description="A delegate that took a smaller share of the "
+                                                                   "graph's nodes is flagged 'mostly on CPU'.")
 
     @field_validator("score_basis")
     @classmethod
@@ -71,7 +73,7 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     run, manifest = load_run(store, run_id)
     trains, converts, evals, benches = collect(store, run_id, run.params.archs, run.params.formats)
     results = build_results(run, manifest, trains, converts, evals, benches, c=settings.c,
-                            score_basis=settings.score_basis)
+                            score_basis=settings.score_basis, coverage_threshold=settings.coverage_threshold)
     results = results.model_copy(update={"reused": stepcache.reused_steps(trains, converts, evals)})
     bench_docs = [b for pairs in benches.values() for _, b in pairs]
     thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, top3_drop_pts=settings.top3_drop_pts,

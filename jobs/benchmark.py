@@ -163,9 +163,10 @@ def _from_job(settings: BenchmarkSettings, report: ConvertReport, item: PlanItem
     return BenchResult(
         run_id=settings.run_id, arch=settings.arch, format=settings.format, model_sha256=report.model.sha256,
         device=res.device, delegate_requested=item.delegate, delegate_applied=res.delegate_applied,
+        # A delegate that did not take the whole graph ("partial", or the CPU) says why, from the tool's words.
         status="ok", reason="; ".join(res.notes[-2:]) if res.delegate_applied not in (item.delegate,) else None,
         num_threads=settings.num_threads, warmup_runs=settings.warmup_runs, num_runs=settings.num_runs,
-        timings_ms=res.timings_ms, samples_ms=res.samples_ms, memory=res.memory,
+        timings_ms=res.timings_ms, samples_ms=res.samples_ms, memory=res.memory, conditions=res.conditions,
         runner=runner.label, runner_job_id=job.id, measured_at=job.finished_at or job.created_at,
         code_version=code_version(),
     )

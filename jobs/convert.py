@@ -12,6 +12,7 @@ from pydantic import Field
 
 from common import layout, stepcache
 from common.archs import ARCH_NAMES
+from common.errors import ConversionError
 from common.hashing import stable_hash
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
@@ -37,11 +38,12 @@ def build_parser():
 
 
 def saved_model_for(store: ArtifactStore, train: TrainReport) -> Path:
-    """A SavedModel export of the trained Keras model, shared by all formats of one model."""
+    """A batch-1 SavedModel export of the trained Keras model, shared by all formats of one model."""
     from common.conversion import export_saved_model
     from common.training import float32_copy, load_keras_model
 
-    out = cache_dir() / "saved_models" / train.model.sha256
+    # "batch1": exports of older code had a dynamic batch and must not be reused.
+    out = cache_dir() / "saved_models_batch1" / train.model.sha256
     if (out / "saved_model.pb").is_file():
         return out
     keras_path = local_model(store, train)
@@ -89,6 +91,16 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     t0 = time.monotonic()
     blob = conversion.convert(saved_model, fmt, representative)
     seconds = time.monotonic() - t0
+    # The shapes are checked inside convert(); the network itself is checked here: a route
+    # that keeps the shapes but loses the weights gives other outputs than the SavedModel.
+    diff = conversion.max_output_difference(blob, saved_model)
+    limit = conversion.OUTPUT_TOLERANCE.get(fmt, float("inf"))
+    if not diff <= limit or diff == float("inf"):
+        raise ConversionError(f"the {fmt} model computes other outputs than the Keras model it was converted "
+                              f"from (largest difference {diff:.3g}, allowed {limit:g}; inf: NaN outputs): the "
+                              "conversion lost part of the network")
+    dynamic, _ = conversion.dynamic_tensors(blob)
+    gpu = conversion.gpu_compatibility(blob)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.tflite"
         path.write_bytes(blob)
@@ -98,14 +110,18 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         run_id=run_id, arch=arch, format=fmt,
         model=ArtifactRef(key=info.key, sha256=info.sha256 or "", size=info.size),
         size_mb=round(info.size / 1e6, 3), input=inp, output=out, op_counts=ops,
-        converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model",
-        seconds=round(seconds, 2), calibration_samples=n_cal, source_model_sha256=train.model.sha256,
+        converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model (batch-1 input signature)",
+        seconds=round(seconds, 2), calibration_samples=n_cal, tensors=conversion.tensor_count(blob),
+        dynamic_tensors=dynamic, gpu_compatibility=gpu,
+        max_output_difference=round(diff, 8),
+        source_model_sha256=train.model.sha256,
         cache_key=cache_key, code_version=code_version(),
     )
     store.put_json(doc_key, report)
     stepcache.publish(store, STEP, cache_key, run_id, doc_key, [info.key])
     return {"cached": False, "size_mb": report.size_mb, "seconds": report.seconds,
-            "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values())}
+            "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values()), "dynamic_tensors": dynamic,
+            "gpu_compatible": gpu.compatible, "gpu_unsupported_ops": sorted({i.op for i in gpu.ops})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,14 +27,26 @@ USAGE = """usage: python -m runner serve   [--host H] [--port P] [--db PATH] [--
 each command's --help lists its flags"""
 
 
+class DeviceBusy(ScenebenchError):
+    """Another runner process (a served job, another `try`) is using the phone."""
+
+
 class BackendSettings(JobSettings):
     """Which backend, and how to reach the phones; each also reads SCENEBENCH_<NAME>."""
 
     backend: Literal["host", "ios"] = Field(default="host", description="Run on this machine's CPU or on attached iPhones.")
     ios_app: str = Field(default="", description="Path to the runner-ready TFLiteBenchmark.app (backend ios).")
-    ios_bundle_id: str = Field(default="", description="Bundle id of that app, if not the default.")
+    ios_bundle_id: str = Field(default="", description="Bundle id of that app; empty: the one in its Info.plist.")
     xcrun: str = Field(default="xcrun", description="xcrun executable (backend ios).")
-    job_timeout_s: float = Field(default=1800.0, gt=0, description="A job running longer than this fails.")
+    job_timeout_s: float = Field(default=1800.0, gt=0,
+                                 description="A launch of the benchmark app running longer than this is ended "
+                                             "(on the phone too) and the job fails.")
+    thermal_wait_s: float = Field(default=300.0, ge=0, description="Before a job, wait up to this long for the "
+                                                                   "phone to report nominal thermal state.")
+    cooldown_s: float = Field(default=60.0, ge=0, description="Pause between the delegates (cpu, gpu, coreml) "
+                                                              "of one model on one phone.")
+    memory_runs: int = Field(default=10, ge=0, le=10_000, description="Runs of the separate memory pass "
+                                                                      "(0: no peak memory, timing pass only).")
 
     def make(self, *, need_app: bool = True):
         from runner.backends import make_backend
@@ -44,10 +56,20 @@ class BackendSettings(JobSettings):
                               "runner-ready TFLiteBenchmark.app on each phone (RUNNER.md, step 5)")
 
         return make_backend(self.backend, ios_app=self.ios_app or None, ios_bundle_id=self.ios_bundle_id or None,
-                            xcrun=self.xcrun, job_timeout_s=self.job_timeout_s)
+                            xcrun=self.xcrun, job_timeout_s=self.job_timeout_s, thermal_wait_s=self.thermal_wait_s,
+                            cooldown_s=self.cooldown_s, memory_runs=self.memory_runs)
 
 
-class ServeSettings(BackendSettings):
+class LockedSettings(BackendSettings):
+    """Settings of the commands that run jobs: they take a phone's lock first."""
+
+    lock_dir: str = Field(default="", description="Directory of the per-device lock files that keep `serve` and "
+                                                  "`try` off each other's phones; every runner process on this "
+                                                  "machine must use the same one. Empty: "
+                                                  "$XDG_CACHE_HOME (or ~/.cache)/scenebench-runner/locks.")
+
+
+class ServeSettings(LockedSettings):
     """Settings of `python -m runner serve`; each also reads SCENEBENCH_<NAME>."""
 
     host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 for the farm network).")
@@ -56,9 +78,20 @@ class ServeSettings(BackendSettings):
                     description="SQLite job database; downloaded models are cached next to it.")
     token_env: str = Field(default="SCENEBENCH_RUNNER_TOKEN",
                            description="Name of the environment variable that holds the bearer token.")
+    max_attempts: int = Field(default=3, ge=1, le=100,
+                              description="A job cut short by a runner stop this many times fails instead of "
+                                          "running again.")
+    model_dir: str = Field(default="", description="Directory that file:// model URLs may point into (symlinks "
+                                                   "resolved); empty: file:// URLs are refused.")
+    max_model_mb: float = Field(default=1024.0, gt=0, description="A model download larger than this fails.")
+    http_timeout_s: float = Field(default=30.0, gt=0, le=3600,
+                                  description="A request must arrive in full within this time, and an idle "
+                                              "connection is closed after it.")
+    max_connections: int = Field(default=32, ge=1, le=10_000,
+                                 description="Connections served at once; more are answered 503 at once.")
 
 
-class TrySettings(BackendSettings):
+class TrySettings(LockedSettings):
     """Settings of `python -m runner try`; each also reads SCENEBENCH_<NAME>."""
 
     model: str = Field(default="", description="The .tflite file to measure (required).")
@@ -67,6 +100,8 @@ class TrySettings(BackendSettings):
     num_threads: int = Field(default=2, ge=1, le=64, description="CPU threads.")
     warmup_runs: int = Field(default=5, ge=0, le=100_000, description="Warm-up runs before timing.")
     num_runs: int = Field(default=50, ge=1, le=10_000_000, description="Timed runs.")
+    lock_wait_s: float = Field(default=0.0, ge=0, description="How long to wait for a phone that another runner "
+                                                             "process is using; 0: fail at once, naming it.")
 
 
 def serve(argv: list[str] | None = None) -> int:
@@ -85,14 +120,49 @@ def serve(argv: list[str] | None = None) -> int:
         return 2
 
     from runner.jobstore import JobStore
+    from runner.locks import DeviceLocks, FileLock, describe, this_process
     from runner.service import RunnerHTTPServer, Scheduler
 
     db = Path(settings.db).expanduser().resolve()
+    # One runner per database: a second one would requeue the first one's running jobs at
+    # start and claim its queue, so every job could run twice. The lock is taken first of all.
+    db_lock = FileLock(db.with_name(db.name + ".lock"), f"job database {db}")
+    try:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            taken = db_lock.try_acquire(this_process())
+        except OSError as exc:
+            raise ConfigError(f"cannot use the job database's folder {db.parent}: {exc.strerror or exc}") from None
+        if not taken:
+            raise ConfigError(f"another runner already serves the job database {db}: {describe(db_lock.holder())}. "
+                              f"Two runners on one queue would run its jobs twice: stop that one, or give this "
+                              f"one its own --db")
+        locks = DeviceLocks(settings.lock_dir or None)
+        model_dir = None
+        if settings.model_dir:
+            model_dir = Path(settings.model_dir).expanduser().resolve()
+            if not model_dir.is_dir():
+                raise ConfigError(f"--model-dir / SCENEBENCH_MODEL_DIR {settings.model_dir!r} is not a directory")
+    except ConfigError as exc:
+        log.error("config_error", error=str(exc))
+        db_lock.release()
+        return 2
+
     store = JobStore(db)
-    scheduler = Scheduler(store, backend, cache_dir=db.parent / "models")
-    server = RunnerHTTPServer((settings.host, settings.port), scheduler, token)
-    log.info("runner_config", **{k: v for k, v in settings.model_dump().items()}, db_path=str(db),
-             listening=f"http://{server.server_address[0]}:{server.server_address[1]}")
+    scheduler = Scheduler(store, backend, cache_dir=db.parent / "models", locks=locks, model_dir=model_dir,
+                          max_model_bytes=int(settings.max_model_mb * 1e6), max_attempts=settings.max_attempts)
+    try:
+        server = RunnerHTTPServer((settings.host, settings.port), scheduler, token,
+                                  timeout_s=settings.http_timeout_s, max_connections=settings.max_connections)
+    except OSError as exc:
+        log.error("config_error", error=f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        store.close()
+        db_lock.release()
+        return 2
+    listening = f"http://{server.server_address[0]}:{server.server_address[1]}"
+    db_lock.note(**this_process(listening=listening))
+    log.info("runner_config", **{**settings.model_dump(), "lock_dir": str(locks.dir)}, db_path=str(db),
+             listening=listening)
     scheduler.start()
 
     def _stop(signum, _frame):
@@ -107,6 +177,7 @@ def serve(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
         store.close()
+        db_lock.release()
     log.info("runner_stopped")
     return 0
 
@@ -129,33 +200,62 @@ def devices(argv: list[str] | None = None) -> int:
     return run_job("devices", BackendSettings, parser, _devices, argv, stdout_is_data=True)
 
 
+def _lock_first(candidates: list, locks, wait_s: float):
+    """The first device whose lock is free, locked; else wait up to wait_s for the first one.
+
+    A served job holds its phone's lock for the whole job, so `try` never shares a phone with it.
+    """
+    from runner.locks import LockBusy, describe, this_process
+
+    for device in candidates:
+        lock = locks.lock(device.id)
+        if lock.try_acquire(this_process()):
+            return device, lock
+    device = candidates[0]
+    lock = locks.lock(device.id)
+    if wait_s:
+        get_logger(step="try").info("waiting_for_device", device=device.id, holder=describe(lock.holder()),
+                                    wait_s=wait_s)
+    try:
+        lock.acquire(this_process(), wait_s=wait_s)
+    except LockBusy as exc:
+        waited = f" (waited {wait_s:g} s)" if wait_s else ""
+        raise DeviceBusy(f"{exc}{waited}; let it finish, or pass --lock-wait-s SECONDS to wait for it") from None
+    return device, lock
+
+
 def _try_one(settings: TrySettings, _store: None) -> dict:
     """One measurement through a backend, printed as the JobResult JSON on stdout."""
     from common.hashing import sha256_file
     from runner.api import JobRequest
+    from runner.locks import DeviceLocks
 
     model = Path(settings.model).expanduser()
     if not settings.model or not model.is_file():
         raise ConfigError(f"--model must name a .tflite file (got {settings.model!r})")
     backend = settings.make()
+    locks = DeviceLocks(settings.lock_dir or None)
     found = backend.devices()
     if settings.device:
         matches = [d for d in found if d.id == settings.device]
         if not matches:
             raise ConfigError(f"no device {settings.device!r}; devices: {', '.join(d.id for d in found) or 'none'}")
-        device = matches[0]
+        candidates = matches
     else:
-        idle = [d for d in found if d.state == "idle"]
-        if not idle:
+        candidates = [d for d in found if d.state == "idle"]
+        if not candidates:
             raise ConfigError("no idle device: " + ("; ".join(f"{d.id} {d.state} {d.state_reason}".strip()
                                                             for d in found) or "none found"))
-        device = idle[0]
-    if device.state == "offline":
-        raise ConfigError(f"{device.id} is offline: {device.state_reason or 'no reason given'}")
-    request = JobRequest(model_url=model.resolve().as_uri(), model_sha256=sha256_file(model), device=device.id,
-                         delegate=settings.delegate, num_threads=settings.num_threads,
-                         warmup_runs=settings.warmup_runs, num_runs=settings.num_runs)
-    result = backend.run(device, model, request)
+    if candidates[0].state == "offline":
+        raise ConfigError(f"{candidates[0].id} is offline: {candidates[0].state_reason or 'no reason given'}")
+    device, lock = _lock_first(candidates, locks, settings.lock_wait_s)
+    try:
+        request = JobRequest(model_url=model.resolve().as_uri(), model_sha256=sha256_file(model),
+                             device=device.id, delegate=settings.delegate, num_threads=settings.num_threads,
+                             warmup_runs=settings.warmup_runs, num_runs=settings.num_runs)
+        result = backend.run(device, model, request)
+    finally:
+        lock.release()
     print(result.model_dump_json(indent=2))  # CLI output: the result document
     t = result.timings_ms
     return {"device": result.device.name, "delegate_requested": result.delegate_requested,

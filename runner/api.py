@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.schemas import Delegate, DeviceInfo, Memory, Timings
+from common.schemas import AppliedDelegate, Conditions, Delegate, DeviceInfo, Memory, Timings
 
 API_VERSION = "v1"
 JobState = Literal["queued", "running", "succeeded", "failed"]
@@ -21,7 +21,8 @@ class _Strict(BaseModel):
 class JobRequest(_Strict):
     """POST /v1/jobs body: what to run where."""
 
-    model_url: str = Field(description="http(s):// URL (e.g. presigned S3) or file:// path of the .tflite")
+    model_url: str = Field(description="http(s):// URL (e.g. presigned S3) of the .tflite, or a file:// URL "
+                                       "inside the runner's --model-dir (refused when it has none)")
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the model is refused if its bytes hash differently")
     device: str = Field(min_length=1, description="a device id from GET /v1/devices")
     delegate: Delegate = "cpu"
@@ -49,13 +50,15 @@ class JobResult(_Strict):
 
     device: DeviceInfo
     delegate_requested: Delegate
-    delegate_applied: Delegate | None = Field(
-        default=None, description="what actually ran the graph; None when the log does not say")
+    delegate_applied: AppliedDelegate | None = Field(
+        default=None, description="what actually ran the graph ('partial': the delegate and the CPU); "
+                                  "None when the log does not say")
     timings_ms: Timings | None = None
     partial_timings_ms: dict[str, float | int | None] | None = Field(
         default=None, description="timings the tool printed when they do not fill a full Timings record")
     samples_ms: list[float] = Field(default_factory=list)
     memory: Memory | None = None
+    conditions: Conditions | None = Field(default=None, description="how the measurement was taken")
     notes: list[str] = Field(default_factory=list, description="delegate messages and other facts from the tool's log")
     log_tail: str = ""
 
@@ -67,6 +70,9 @@ class JobView(_Strict):
     state: JobState
     request: JobRequest
     attempts: int = Field(description="how many times a worker has started this job")
+    interrupted: int = Field(
+        default=0, description="attempts since the job was last submitted that a runner stop cut short; "
+                               "at the runner's --max-attempts the job fails instead of running again")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -87,8 +93,19 @@ class Health(_Strict):
     running: int
 
 
+ErrorCode = Literal["bad_request", "unauthorized", "not_found", "method_not_allowed", "request_timeout",
+                   "length_required", "payload_too_large", "uri_too_long", "unprocessable", "headers_too_large",
+                   "internal", "not_implemented", "unavailable"]
+# Every status the server answers with, and its code in ErrorBody: one table for the handler and the document.
+ERROR_CODES: dict[int, ErrorCode] = {
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+    411: "length_required", 413: "payload_too_large", 414: "uri_too_long", 422: "unprocessable",
+    431: "headers_too_large", 500: "internal", 501: "not_implemented", 503: "unavailable",
+}
+
+
 class ErrorBody(_Strict):
-    error: Literal["bad_request", "unauthorized", "not_found", "method_not_allowed", "unprocessable", "internal"]
+    error: ErrorCode
     detail: str
 
 
@@ -108,31 +125,49 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
     def resp(desc: str, name: str) -> dict[str, Any]:
         return {"description": desc, "content": {"application/json": {"schema": ref(name)}}}
 
-    err = {"401": resp("missing or wrong bearer token", "ErrorBody")}
+    def errors(*codes: int) -> dict[str, Any]:
+        return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in sorted(codes)}
+
+    # What any request can get before its route runs (framing, size, time, capacity), and 500.
+    common = (400, 408, 414, 431, 500, 503)
+    error_descriptions = {
+        400: "malformed request: bad request line or headers, a Content-Length that is not one non-negative "
+             "integer, or a body that is not JSON",
+        401: "missing or wrong bearer token",
+        404: "no such route, device or job",
+        408: "the request did not arrive completely within the runner's --http-timeout-s; the connection is closed",
+        411: "a body sent without Content-Length (chunked transfer encoding is not accepted)",
+        413: "the body is larger than the runner accepts",
+        414: "request line too long",
+        422: "invalid request, or a delegate the device lacks",
+        431: "too many or too long header lines",
+        500: "the runner failed (e.g. it cannot list its devices)",
+        503: "the runner already holds --max-connections connections; retry later (see Retry-After)",
+    }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "scenebench device-farm runner", "version": API_VERSION,
                  "description": "Runs .tflite models on attached iPhones (backend ios) or on the runner's "
                                 "own CPU (backend host), one job per device at a time."},
         "components": {"schemas": schemas,
+                       "responses": {f"E{c}": resp(d, "ErrorBody") for c, d in error_descriptions.items()},
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
         "paths": {
             "/v1/health": {"get": {"summary": "Liveness; needs no token", "security": [],
-                                   "responses": {"200": resp("alive", "Health")}}},
+                                   "responses": {"200": resp("alive", "Health"), **errors(*common)}}},
             "/v1/devices": {"get": {"summary": "Devices this runner can run on",
-                                    "responses": {"200": resp("devices", "DevicesResponse"), **err}}},
+                                    "responses": {"200": resp("devices", "DevicesResponse"),
+                                                  **errors(*common, 401)}}},
             "/v1/jobs": {"post": {
                 "summary": "Submit a job; the same request again returns the same job",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": ref("JobRequest")}}},
                 "responses": {"202": resp("accepted (new or existing job)", "JobView"),
-                              "400": resp("body is not JSON", "ErrorBody"),
-                              "404": resp("unknown device", "ErrorBody"),
-                              "422": resp("invalid request or a delegate the device lacks", "ErrorBody"), **err}}},
+                              **errors(*common, 401, 404, 411, 413, 422)}}},
             "/v1/jobs/{job_id}": {"get": {
                 "summary": "State of a job, with its result or error",
                 "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": resp("the job", "JobView"), "404": resp("no such job", "ErrorBody"), **err}}},
+                "responses": {"200": resp("the job", "JobView"), **errors(*common, 401, 404)}}},
         },
     }
     if server_url:

@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 from common import hostbench
 from common.errors import ConfigError
-from common.schemas import DeviceInfo
+from common.schemas import Conditions, DeviceInfo
 from runner.api import JobRequest, JobResult
 
 BackendName = Literal["host", "ios"]
@@ -50,17 +50,22 @@ class HostBackend:
             timings_ms=m.timings,
             samples_ms=m.samples_ms,
             memory=m.memory,
+            conditions=Conditions(runs_requested=request.num_runs, runs_completed=m.timings.count,
+                                  samples_source="LiteRT invoke() timed with perf_counter, in a child process",
+                                  memory_pass="same"),
             notes=[f"LiteRT Interpreter on the host CPU ({m.cpu_model}), {m.num_threads} threads"],
         )
 
 
 def make_backend(name: str, *, ios_app: str | None = None, ios_bundle_id: str | None = None,
-                 xcrun: str = "xcrun", job_timeout_s: float | None = None) -> Backend:
+                 xcrun: str = "xcrun", job_timeout_s: float | None = None, thermal_wait_s: float = 300.0,
+                 cooldown_s: float = 60.0, memory_runs: int = 10) -> Backend:
     if name == "host":
         return HostBackend(timeout_s=job_timeout_s)
     if name == "ios":
-        from runner.ios import DEFAULT_BUNDLE_ID, IosBackend
+        from runner.ios import IosBackend
 
-        return IosBackend(ios_app, bundle_id=ios_bundle_id or DEFAULT_BUNDLE_ID, xcrun=xcrun,
-                          run_timeout_s=job_timeout_s or 1800.0)
+        return IosBackend(ios_app, bundle_id=ios_bundle_id or None, xcrun=xcrun,
+                          run_timeout_s=job_timeout_s or 1800.0, thermal_wait_s=thermal_wait_s,
+                          cooldown_s=cooldown_s, memory_runs=memory_runs)
     raise ConfigError(f"backend {name!r} is unknown: use one of {', '.join(BACKENDS)}")

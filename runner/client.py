@@ -20,7 +20,8 @@ from runner.jobstore import job_id
 
 
 class RunnerUnavailable(RunnerError):
-    """The runner could not be reached, or answered with a server error; retrying may help."""
+    """The runner could not be reached, timed the request out (408), or answered with a server error
+    (5xx, e.g. 503 when it holds too many connections); retrying may help."""
 
 
 class RunnerAuthError(RunnerError):
@@ -28,7 +29,7 @@ class RunnerAuthError(RunnerError):
 
 
 class RunnerRequestError(RunnerError):
-    """The runner refused the request as invalid (HTTP 400/422)."""
+    """The runner refused the request as invalid (HTTP 400/411/413/422/431)."""
 
 
 class RunnerNotFound(RunnerError):
@@ -60,7 +61,8 @@ class Runner(Protocol):
 
 
 _STATUS_ERRORS: dict[int, type[RunnerError]] = {
-    400: RunnerRequestError, 401: RunnerAuthError, 404: RunnerNotFound, 422: RunnerRequestError,
+    400: RunnerRequestError, 401: RunnerAuthError, 404: RunnerNotFound, 408: RunnerUnavailable,
+    411: RunnerRequestError, 413: RunnerRequestError, 422: RunnerRequestError, 431: RunnerRequestError,
 }
 
 
@@ -139,7 +141,8 @@ class LocalHostRunner:
         result: JobResult | None = None
         error = None
         try:
-            model = fetch_model(request.model_url, request.model_sha256, self.cache_dir)
+            # file_root "/": this process wrote the model itself; confinement guards a served runner's callers.
+            model = fetch_model(request.model_url, request.model_sha256, self.cache_dir, file_root="/")
             result = HostBackend(timeout_s=self.timeout_s).run(self._device, model, request)
         except ScenebenchError as exc:
             error = str(exc)

@@ -25,10 +25,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts    INTEGER NOT NULL DEFAULT 0,
     created_at  REAL NOT NULL,
     started_at  REAL,
-    finished_at REAL
+    finished_at REAL,
+    interrupted INTEGER NOT NULL DEFAULT 0  -- attempts cut short by a runner stop, since last submitted
 );
 CREATE INDEX IF NOT EXISTS jobs_device_state ON jobs (device, state, seq);
 """
+
+
+_COLUMNS = ("id, seq, device, state, request, result, error, attempts, created_at, started_at, finished_at, "
+            "interrupted")
 
 
 def job_id(request: JobRequest) -> str:
@@ -53,22 +58,26 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "interrupted" not in columns:  # a database from before the attempt cap
+            self._db.execute("ALTER TABLE jobs ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _row_to_view(self, row: sqlite3.Row | tuple) -> JobView:
-        (jid, _seq, _device, state, request, result, error, attempts, created, started, finished) = row
+        (jid, _seq, _device, state, request, result, error, attempts, created, started, finished, interrupted) = row
         return JobView(
             id=jid, state=state, request=JobRequest.model_validate_json(request), attempts=attempts,
+            interrupted=interrupted,
             created_at=_dt(created), started_at=_dt(started), finished_at=_dt(finished),
             result=JobResult.model_validate_json(result) if result else None, error=error,
         )
 
     def get(self, jid: str) -> JobView | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (jid,)).fetchone()
         return self._row_to_view(row) if row else None
 
     def submit(self, request: JobRequest) -> tuple[JobView, bool]:
@@ -93,7 +102,7 @@ class JobStore:
                     # A retry of a failed job: the client's bounded retries land here. The new
                     # request may carry a fresh presigned URL, so it replaces the old one.
                     self._db.execute(
-                        "UPDATE jobs SET state = 'queued', request = ?, error = NULL, result = NULL, "
+                        "UPDATE jobs SET state = 'queued', request = ?, error = NULL, result = NULL, interrupted = 0, "
                         "started_at = NULL, finished_at = NULL, seq = (SELECT MAX(seq) + 1 FROM jobs) "
                         "WHERE id = ?",
                         (request.model_dump_json(), jid),
@@ -104,7 +113,7 @@ class JobStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (jid,)).fetchone()
         return self._row_to_view(row), changed
 
     def claim_next(self, device: str) -> JobView | None:
@@ -126,7 +135,7 @@ class JobStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            full = self._db.execute("SELECT * FROM jobs WHERE id = ?", (row[0],)).fetchone()
+            full = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (row[0],)).fetchone()
         return self._row_to_view(full)
 
     def finish(self, jid: str, *, result: JobResult | None = None, error: str | None = None) -> None:
@@ -137,12 +146,47 @@ class JobStore:
                 (state, result.model_dump_json() if result else None, error, time.time(), jid),
             )
 
-    def requeue_running(self) -> list[str]:
-        """At start: jobs a previous process was running did not finish; queue them again, in order."""
+    def requeue_running(self, max_attempts: int) -> tuple[list[str], dict[str, str]]:
+        """At start: jobs a previous process was running did not finish; queue them again, in order.
+
+        A job whose runs were cut short max_attempts times fails instead: a model that kills
+        the runner (or the phone's app) every time would otherwise hold its device forever.
+        Returns (requeued ids, {failed id: reason}).
+        """
+        requeued: list[str] = []
+        failed: dict[str, str] = {}
+        now = time.time()
         with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE state = 'running' ORDER BY seq")]
-            self._db.execute("UPDATE jobs SET state = 'queued', started_at = NULL WHERE state = 'running'")
-        return ids
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT id, interrupted FROM jobs WHERE state = 'running' ORDER BY seq").fetchall()
+                for jid, interrupted in rows:
+                    interrupted += 1
+                    if interrupted >= max_attempts:
+                        reason = (f"the runner stopped while running this job, {interrupted} time(s) in a row "
+                                  f"(the cap is {max_attempts} attempts, --max-attempts); it is not started again. "
+                                  f"Look in the runner's log for what happened after its job_started lines; "
+                                  f"submitting the same request again queues it again")
+                        self._db.execute(
+                            "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, interrupted = ? "
+                            "WHERE id = ?", (reason, now, interrupted, jid))
+                        failed[jid] = reason
+                    else:
+                        self._db.execute(
+                            "UPDATE jobs SET state = 'queued', started_at = NULL, interrupted = ? WHERE id = ?",
+                            (interrupted, jid))
+                        requeued.append(jid)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return requeued, failed
+
+    def has_queued(self, device: str) -> bool:
+        with self._lock:
+            return self._db.execute(
+                "SELECT 1 FROM jobs WHERE device = ? AND state = 'queued' LIMIT 1", (device,)).fetchone() is not None
 
     def devices_with_queued(self) -> list[str]:
         with self._lock:

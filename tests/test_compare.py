@@ -75,13 +75,19 @@ def test_unknown_run_and_bad_flags_are_configuration_errors(store, capsys):
     assert compare.main(["run-a", "../etc", "--store", store.uri]) == 2
 
 
-def test_missing_bench_documents_fall_back_to_summary(store, capsys):
-    for key in store.list("runs/run-b/"):
+def test_missing_bench_documents_fall_back_to_means_and_their_spread(tmp_path, capsys):
+    """Without raw samples (here: no bench documents for run-b) the check compares mean ± std, and says so."""
+    s = LocalStore(tmp_path / "artifacts")
+    write_run(s, build_run(run_id="run-a", created_at=datetime(2026, 11, 24, 2, tzinfo=timezone.utc), seed=1))
+    write_run(s, build_run(run_id="run-b", created_at=datetime(2026, 11, 25, 2, tzinfo=timezone.utc), seed=2,
+                           knobs=RunKnobs(slowdown={SLOW: 2.0})))
+    for key in s.list("runs/run-b/"):
         if "/bench/" in key:
-            store.delete(key)
-    assert compare.main(["run-a", "run-b", "--store", store.uri]) == 0
+            s.delete(key)
+    assert compare.main(["run-a", "run-b", "--store", s.uri]) == 0
     out = capsys.readouterr().out
-    assert "summary numbers" in out  # the detail says the raw samples were not available
+    slow = [line for line in out.splitlines() if "mobilenet_v2 float32" in line and "gpu" in line and "mean" in line]
+    assert slow and "regress" in slow[0].lower() and "means \u00b1 std were compared" in slow[0]
 
 
 def test_history_and_baseline_loading(tmp_path):

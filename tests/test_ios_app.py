@@ -41,9 +41,14 @@ def _request(delegate: str) -> JobRequest:
 
 
 # ---------------------------------------------------------------- runner <-> app agreement
+@pytest.mark.parametrize("memory_pass", [False, True])
 @pytest.mark.parametrize("delegate", ["cpu", "gpu", "coreml"])
-def test_params_are_flags_benchmark_model_accepts(delegate):
-    params = ios.benchmark_params(_request(delegate), max_secs=1800)
+def test_params_are_flags_benchmark_model_accepts(delegate, memory_pass):
+    params = ios.benchmark_params(_request(delegate), max_secs=1800, memory_pass=memory_pass, thermal_wait_s=300)
+    app_keys = {k for k in params if k.startswith(ios.APP_PARAM_PREFIX)}
+    assert app_keys == {"scenebench_thermal_wait_s"}  # read by the app, never passed to benchmark_model
+    assert header_constant("kAppParamPrefix") == ios.APP_PARAM_PREFIX
+    params = {k: v for k, v in params.items() if k not in app_keys}
     unknown = set(params) - FLAGS
     assert not unknown, f"benchmark_model would ignore {unknown} (it only warns about unknown flags)"
     for key, value in params.items():
@@ -75,13 +80,21 @@ def test_end_and_start_markers_agree():
 def test_app_uses_only_the_upstream_c_api_and_keeps_the_storyboard_connections():
     vc = UPSTREAM["view_controller"]
     used = set(re.findall(r"\bTfLiteBenchmark\w+", MM))
-    known = set(UPSTREAM["benchmark_c_api"]) | set(UPSTREAM["benchmark_c_api_types"])
+    known = (set(UPSTREAM["benchmark_c_api"]) | set(UPSTREAM["benchmark_c_api_types"])
+             | set(UPSTREAM["benchmark_c_api_enumerators"]))
     assert used and used <= known, used - known
     assert f"#import <{vc['framework_header']}>" in MM
     assert f"- (IBAction){vc['action'].rstrip(':')}:" in MM
     assert "_resultsView" in MM and f"@implementation {vc['class']}" in MM
     # Runs by itself, exits when done, and never blocks the main thread with the benchmark.
     assert "viewDidLoad" in MM and "exit(outcome.status)" in MM and "NSThread" in MM
+    # Times every run through the C API's single-run callbacks (not nullptr, as the stock app passes).
+    assert "TfLiteBenchmarkListenerSetCallbacks(callbacks, &listener, nullptr, OnSingleRunStart, OnSingleRunEnd," in MM
+    assert "TfLiteBenchmarkRegular" in MM and "SampleLines(" in MM
+    # Reads the phone's state where iOS keeps it.
+    for api in ("thermalState", "isLowPowerModeEnabled", "batteryLevel", "batteryState", "batteryMonitoringEnabled",
+                "NSProcessInfoThermalStateNominal", "getpid()"):
+        assert api in MM, api
     # build.sh checks the framework header for the same functions before building.
     script = (APP / "build.sh").read_text()
     called = {f for f in used if f in UPSTREAM["benchmark_c_api"]}
@@ -94,7 +107,10 @@ def test_build_script_is_valid_bash_and_pinned():
     script = (APP / "build.sh").read_text()
     assert f'TF_TAG="${{TF_TAG:-{UPSTREAM["pinned_tag_in_build_sh"]}}}"' in script
     assert "build_benchmark_framework.sh" in script and "TEAM_ID" in script and "BUNDLE_ID" in script
-    assert f'BUNDLE_ID="${{BUNDLE_ID:-{ios.DEFAULT_BUNDLE_ID}}}"' in script
+    # bundle ids are global: the default carries the team id, and the runner reads the id from the app
+    assert f'BUNDLE_ID="${{BUNDLE_ID:-{ios.BUNDLE_ID_PREFIX}${{TEAM_ID}}}}"' in script
+    for key in (ios.PLIST_TF_TAG, ios.PLIST_BUILD_ID):
+        assert f"Add :{key} string" in script and f'@"{key}"' in MM
     assert "-force_load" in script  # delegate providers register from unreferenced static objects
 
 
@@ -144,7 +160,11 @@ int main(int argc, char** argv) {
   BenchmarkArgs bad = BuildBenchmarkArgs({{"num_threads", "4"}}, data, bundle);
   std::cout << "nograph=" << bad.error << "\n";
   std::cout << "end0=" << EndLine(0, "") << "\n" << "end1=" << EndLine(1, "boom") << "\n";
-  std::cout << "start=" << StartLine("/p.json", "/m.tflite") << "\n";
+  std::cout << "start=" << StartLine(412, "v2.18.0", "b1", "/p.json", "/m.tflite") << "\n";
+  BenchmarkArgs own = BuildBenchmarkArgs({{"graph", argv[3]}, {"scenebench_thermal_wait_s", "300"}}, data, bundle);
+  std::cout << "ownargs=" << own.argv.size() << "\n";
+  std::cout << "wait=" << AppParamSeconds({{"scenebench_thermal_wait_s", "300"}}, "thermal_wait_s", 0) << "\n";
+  std::cout << "waitbad=" << AppParamSeconds({{"scenebench_thermal_wait_s", "soon"}}, "thermal_wait_s", 7) << "\n";
   return 0;
 }
 """
@@ -185,7 +205,9 @@ def test_app_prefers_the_runner_files_over_the_bundle(driver, tmp_path):
     assert kv["nograph"] == "the params have no 'graph' entry"
     assert kv["end0"] == f"{ios.END_MARKER} status=0"
     assert kv["end1"] == f"{ios.END_MARKER} status=1 reason=boom"
-    assert kv["start"] == f"{ios.START_MARKER} params=/p.json graph=/m.tflite"
+    assert kv["start"] == f"{ios.START_MARKER} pid=412 tf_tag=v2.18.0 build_id=b1 params=/p.json graph=/m.tflite"
+    assert kv["ownargs"] == "2"  # program name and --graph: the app's own setting is not a flag
+    assert (kv["wait"], kv["waitbad"]) == ("300", "7")
     # The runner parses the app's end line the way the app writes it.
     ios.check_console_log(GOOD + kv["end0"] + "\n")
     with pytest.raises(ios.IosError, match="status 1: boom"):
@@ -204,6 +226,51 @@ def test_app_falls_back_to_the_bundle(driver, tmp_path):
     assert kv["error"].startswith("model 'missing.tflite' not found")
     kv, _ = _run(driver, tmp_path / "none", tmp_path / "none2", "x.tflite")
     assert kv["params"] == ""
+
+
+SAMPLES_DRIVER = r"""
+#include <iostream>
+#include "scenebench_runner_mode.h"
+using namespace scenebench_ios;
+int main() {
+  SampleRecorder r;
+  r.End(5);  // an end without a start is not a run
+  r.Start(false, 100); r.End(1100);
+  for (int i = 0; i < 30; ++i) { r.Start(true, 10000 + i * 1000); r.End(10000 + i * 1000 + 700 + i); }
+  std::cout << StartLine(412, "v2.18.0", "b1", "/d/benchmark_params.json", "/d/model.tflite") << "\n";
+  std::cout << ThermalWaitLine(2, 0, 41.26, 300) << "\n";
+  std::cout << StateLine("before", 0, false, 0.81f, 2) << "\n";
+  std::cout << "INFO: Inference timings in us: Init: 41733, First inference: 1000, Warmup (avg): 1000, Inference (avg): 714.5\n";
+  for (const auto& l : SampleLines("warmup", r.warmup())) std::cout << l << "\n";
+  for (const auto& l : SampleLines("regular", r.regular())) std::cout << l << "\n";
+  std::cout << StateLine("after", 2, true, -1.0f, 0) << "\n";
+  std::cout << EndLine(0, "") << "\n";
+  return 0;
+}
+"""
+
+
+def test_the_runner_reads_the_lines_the_app_writes(tmp_path):
+    """Samples, phone state and the thermal wait, printed by the compiled header and read by runner/ios_log.py."""
+    from runner.ios_log import parse_benchmark_log
+
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    (tmp_path / "s.cc").write_text(SAMPLES_DRIVER)
+    subprocess.run([cxx, "-std=c++14", "-Wall", "-Werror", "-I", str(APP), str(tmp_path / "s.cc"), "-o",
+                    str(tmp_path / "s")], check=True, capture_output=True, text=True)
+    out = subprocess.run([str(tmp_path / "s")], check=True, capture_output=True, text=True).stdout
+    assert out.count("scenebench-samples phase=regular") == 2  # 30 runs, 25 a line
+    p = parse_benchmark_log(out)
+    assert p["samples_ms"] == [(700 + i) / 1000 for i in range(30)] and p["warmup_samples_ms"] == [1.0]
+    assert p["app"]["pid"] == "412" and p["app"]["graph"] == "/d/model.tflite"
+    assert p["thermal_wait"] == {"start": "serious", "end": "nominal", "waited_s": 41.3, "limit_s": 300.0}
+    assert p["state_before"] == {"thermal": "nominal", "low_power_mode": False, "battery_level": 0.81,
+                                 "battery_state": "charging"}
+    assert p["state_after"] == {"thermal": "serious", "low_power_mode": True, "battery_level": None,
+                                "battery_state": "unknown"}
+    ios.check_console_log(out)
 
 
 # ---------------------------------------------------------------- against a TensorFlow checkout (optional)
@@ -226,7 +293,8 @@ def test_checkout_defines_the_flags_the_runner_writes():
         "tools/delegates/gpu_delegate_provider.cc", "tools/delegates/coreml_delegate_provider.cc"))
     for delegate in ("cpu", "gpu", "coreml"):
         for key in ios.benchmark_params(_request(delegate), max_secs=60):
-            assert f'"{key}"' in text, key
+            if not key.startswith(ios.APP_PARAM_PREFIX):
+                assert f'"{key}"' in text, key
 
 
 @needs_tf

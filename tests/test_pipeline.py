@@ -77,6 +77,14 @@ def test_results_have_every_model_measured_and_scored(two_runs):
         assert m.count == r.dataset_counts["validation"] and m.per_image.count == m.count
         assert m.top1_ci.lo <= m.top1 <= m.top1_ci.hi and m.top3_ci.lo <= m.top3 <= m.top3_ci.hi
         assert m.drop_top1_test is not None and 0 < m.drop_top1_test.p_value <= 1
+        conv = store.get_model(layout.convert_json("run-a", m.arch, m.format), ConvertReport)
+        assert conv.dynamic_tensors == 0 == m.dynamic_tensors and conv.input.shape[0] == 1
+        assert conv.gpu_compatibility.compatible and m.gpu_compatibility == conv.gpu_compatibility
+        assert conv.max_output_difference is not None and conv.tensors > 0
+        if m.format == "int8":  # raw camera bytes in
+            assert conv.input.dtype == "uint8" and (conv.input.quantization.scale,
+                                                    conv.input.quantization.zero_point) == (1.0, 0)
+            assert m.input_quantization == conv.input.quantization
         assert m.score is not None and m.score > 0 and "not an iPhone" in m.score_basis
         (e,) = m.latency
         assert e.backend == "host" and e.status == "ok" and e.mean_ms > 0 and e.peak_memory_mb > 0

@@ -41,7 +41,8 @@ def test_pipeline_through_an_ios_runner(tmp_path, monkeypatch, fake_xcrun, runne
     """The whole pipeline against a real runner process driving (stand-in) iPhones: labels, delegates, score basis."""
     from tests.fixtures.xcrun import DEVICE_ID
 
-    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", fake_xcrun.app],
+    # No cooldown between the delegates here: the stand-in phone does not warm up.
+    rp = runner_factory(extra_args=["--backend", "ios", "--ios-app", fake_xcrun.app, "--cooldown-s", "0"],
                         env=fake_xcrun.env).start()
     monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SCENEBENCH_RUNNER_TOKEN", rp.token)
@@ -63,9 +64,12 @@ def test_pipeline_through_an_ios_runner(tmp_path, monkeypatch, fake_xcrun, runne
         assert len(gaps) == 3 and all(e.status == "missing" and e.reason.startswith(
             "device offline on the runner: unreachable") for e in gaps)
         assert m.score_basis == "Lab 12 Pro (iPhone 12 Pro) · cpu" and m.score == entries["cpu"].score
+    # Core ML took 3 of the float graph's 71 nodes: partial, and flagged as mostly on the CPU.
+    coreml_float = next(e for e in by_format["float32"].latency
+                        if e.delegate_requested == "coreml" and e.device_id == DEVICE_ID)
+    assert coreml_float.delegate_applied == "partial" and "3 of 71 nodes" in (coreml_float.reason or "")
+    assert any(f.startswith("mostly on CPU") for f in coreml_float.flags)
     # Core ML takes float models only: the int8 model ran on the CPU, and says so.
-    assert next(e for e in by_format["float32"].latency
-                if e.delegate_requested == "coreml" and e.device_id == DEVICE_ID).delegate_applied == "coreml"
     coreml_int8 = next(e for e in by_format["int8"].latency
                        if e.delegate_requested == "coreml" and e.device_id == DEVICE_ID)
     assert coreml_int8.delegate_applied == "cpu" and "ran on the CPU" in (coreml_int8.reason or "")

@@ -365,3 +365,27 @@ def test_files_left_out_and_dataset_warnings_are_in_the_provenance(fixture_run):
         "section", id="provenance").text()
     assert f"7 (each with its reason in datasets/{results.dataset_fingerprint}/dataset.json)" in prov
     assert warning in prov
+
+
+def test_model_files_show_static_shapes_gpu_verdict_and_input(fixture_run):
+    from common.schemas import GpuCompatibility, GpuOpIssue
+
+    results = fixture_run.results.model_copy(deep=True)
+    m = next(m for m in results.models if (m.arch, m.format) == ("efficientnet_b2", "float32"))
+    m.dynamic_tensors = 365
+    m.gpu_compatibility = GpuCompatibility(compatible=False, tool="rules", ops=[
+        GpuOpIssue(op="SHAPE", nodes=[12, 40], reason="Not supported op SHAPE")])
+    root = parse(render_report(results, fixture_run.evals, fixture_run.benches)).root
+    files = root.find("table", id="files-table")
+    rows = {r.attrs["data-model"]: r for r in files.find("tbody").find_all("tr")}
+    assert len(rows) == 6
+    bad = rows["efficientnet_b2/float32"].find_all("td")
+    assert bad[2].text() == "365" and "cannot take: SHAPE \u00d72" in bad[3].text()
+    assert "Not supported op SHAPE" in bad[3].attrs["title"]
+    ok = rows["mobilenet_v2/int8"].find_all("td")
+    assert ok[2].text() == "0" and "takes every op" in ok[3].text()
+    assert ok[4].text() == "uint8 RGB pixels, scale 1, zero point 0"
+    # beside the paper's "could not run EfficientNet on the GPU": what our file allows
+    t12 = root.find("table", id="paper-iphone-12-pro")
+    verdicts = [v.text() for v in t12.find_all("small", cls="gpu-verdict")]
+    assert len(verdicts) == 4 and any("cannot take: SHAPE" in v for v in verdicts)

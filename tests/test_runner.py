@@ -120,6 +120,35 @@ def test_sha256_mismatch_fails_the_job(host_runner, tiny_models):
     with pytest.raises(RunnerJobFailed, match="sha256 mismatch") as info:
         wait_for_job(client, client.submit(req), timeout_s=60)
     assert info.value.job.state == "failed" and info.value.job.result is None
+    # The caller learns that the bytes differ, not what they hash to: that would tell it the
+    # hash of any file or internal URL it names. The runner's own log keeps it.
+    actual = sha256_file(tiny_models.int8)
+    assert actual not in info.value.job.error
+    assert actual in host_runner.logs()
+
+
+def test_file_urls_are_confined_to_the_model_dir(runner_factory, tiny_models, tmp_path):
+    inside = tmp_path / "store"  # not "models": that is where the runner caches beside its database
+    inside.mkdir()
+    (inside / "m.tflite").write_bytes(tiny_models.int8.read_bytes())
+    rp = runner_factory(env={"SCENEBENCH_MODEL_DIR": str(inside)}).start()
+    client = RunnerClient(rp.url, rp.token)
+    dev = client.devices()[0].id
+    with pytest.raises(RunnerJobFailed, match="is outside the runner's model directory"):
+        wait_for_job(client, client.submit(_req(tiny_models.int8, dev, num_runs=3)), timeout_s=60)
+    escape = _req(tiny_models.int8, dev, num_runs=3).model_copy(
+        update={"model_url": f"file://{inside}/../../{tiny_models.int8.relative_to('/')}"})
+    with pytest.raises(RunnerJobFailed, match="is outside the runner's model directory"):
+        wait_for_job(client, client.submit(escape), timeout_s=60)
+    assert wait_for_job(client, client.submit(_req(inside / "m.tflite", dev, num_runs=3)), timeout_s=60).result
+    rp.stop()
+
+    (tmp_path / "off").mkdir()
+    off = runner_factory(env={"SCENEBENCH_MODEL_DIR": ""}, db=tmp_path / "off" / "runner.sqlite").start()
+    client = RunnerClient(off.url, off.token)
+    with pytest.raises(RunnerJobFailed, match="file:// model URLs are off on this runner"):
+        wait_for_job(client, client.submit(_req(inside / "m.tflite", dev, num_runs=3, client_key="off")),
+                     timeout_s=60)
 
 
 def test_one_job_per_device_at_a_time_in_fifo_order(host_runner, slow_model):

@@ -10,7 +10,10 @@ from common.archs import ARCHS
 from common.schemas import DELEGATES, EvalReport, LatencyEntry, ModelResult, Results
 
 HOST_LABEL = "host CPU \u2014 not an iPhone"
-DELEGATE_NAMES = {"cpu": "CPU", "gpu": "GPU (Metal)", "coreml": "Core ML (Neural Engine)"}
+# Core ML is not "the Neural Engine": TFLite's Core ML delegate asks Core ML for all compute units and
+# Core ML places the work on the Neural Engine, the GPU or the CPU as it sees fit.
+DELEGATE_NAMES = {"cpu": "CPU", "gpu": "GPU (Metal)", "coreml": "Core ML"}
+APPLIED_NAMES = {**DELEGATE_NAMES, "partial": "partly delegated, the rest on the CPU"}
 
 
 def e(value: object) -> str:
@@ -128,3 +131,52 @@ def basis_entry(m: ModelResult) -> LatencyEntry | None:
             if le.score is not None and math.isclose(le.score, m.score, rel_tol=1e-9):
                 return le
     return ok[0] if ok else None
+
+
+# ------------------------------------------------------------------ latency: never blank for want of a percentile
+def latency_value(le: LatencyEntry) -> tuple[float | None, str]:
+    """The number a latency cell shows and what it is: the median of the samples, else the tool's mean."""
+    if le.p50_ms is not None:
+        return le.p50_ms, "median"
+    if le.mean_ms is not None:
+        return le.mean_ms, "mean"
+    return None, ""
+
+
+def coverage_text(le: LatencyEntry) -> str:
+    """'Core ML took 3 of 71 nodes (4 %)' and the like; '' when the log gave no node counts."""
+    c = le.conditions
+    if c is None or le.delegate_requested == "cpu" or c.delegated_nodes is None:
+        return ""
+    name = DELEGATE_NAMES.get(le.delegate_requested, le.delegate_requested)
+    if c.total_nodes:
+        return f"{name} took {c.delegated_nodes} of {c.total_nodes} nodes ({c.coverage:.0%})"
+    return f"{name} took {c.delegated_nodes} nodes (of an unknown total)"
+
+
+def measurement_notes(le: LatencyEntry) -> list[str]:
+    """Short facts a latency cell carries: precision, coverage; the flags come separately."""
+    c = le.conditions
+    notes = []
+    if c is not None and le.delegate_requested == "gpu" and c.gpu_precision_loss_allowed is not None:
+        notes.append("FP16 allowed" if c.gpu_precision_loss_allowed else "FP32 only")
+    if le.delegate_applied == "partial" or (c is not None and c.coverage is not None and c.coverage < 1):
+        cov = coverage_text(le)
+        notes.append(cov or "partly delegated")
+    return notes
+
+
+def gpu_verdict(m: ModelResult) -> str:
+    """One line on whether the GPU delegate can take the whole model (from convert.json)."""
+    g = m.gpu_compatibility
+    if g is None:
+        return "no GPU delegate check recorded for this model"
+    shapes = ("static shapes" if m.dynamic_tensors == 0
+              else f"{m.dynamic_tensors} dynamic-shape tensors" if m.dynamic_tensors else "shapes not checked")
+    if g.compatible:
+        return f"{shapes}; the GPU delegate takes every op"
+    nodes: dict[str, set[int]] = {}
+    for issue in g.ops:
+        nodes.setdefault(issue.op, set()).update(issue.nodes)
+    ops = ", ".join(f"{op} \u00d7{len(n)}" for op, n in sorted(nodes.items()))
+    return f"{shapes}; the GPU delegate cannot take: {ops}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from common.regression import count_kinds
 from common.report.cells import HOST_LABEL, e, host_badge
+from common.report.files import files_section
 from common.report.sections import (
     baseline_section,
     best_section,
+    conditions_section,
     conversion_section,
     distribution_section,
     history_section,
@@ -54,6 +56,7 @@ td.reg,tr.regression td{background:var(--reg)!important}
 td.imp,tr.improvement td{background:var(--imp)!important}
 tr.missing td{background:#f1f1f1}
 .flag{display:block;font-size:10px;font-weight:700;color:#b42318}
+.mflag{display:block;font-size:10px;font-weight:600;color:#9a3412;white-space:normal;max-width:180px}
 td.imp .flag{color:#1a7f37}
 tr.failed td{color:var(--muted)}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
@@ -77,6 +80,7 @@ dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0
 dl.prov dt{color:var(--muted)}dl.prov dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace;
 font-size:12.5px;word-break:break-all}
 td.detail{font-size:12px;max-width:560px}
+td.gpu-bad{background:var(--reg)}
 p.verdict.bad{color:#b42318}
 #history tr.current td{font-weight:600;background:#eef5fb}
 """
@@ -169,8 +173,8 @@ def render_report(
                            f'{e(results.baseline_run_id or (baseline.run_id if baseline else ""))}.</div>')
     nav = "".join(f'<a href="#{k}">{e(v)}</a>' for k, v in (
         ("leaderboard", "Leaderboard"), ("baseline", "Baseline"), ("pareto", "Accuracy vs latency"),
-        ("paper", "Paper"), ("best", "Best model"), ("conversion", "Conversion loss"),
-        ("latency", "Latency samples"), ("provenance", "Provenance")))
+        ("paper", "Paper"), ("best", "Best model"), ("conversion", "Conversion loss"), ("files", "Model files"),
+        ("latency", "Latency samples"), ("conditions", "Measurement conditions"), ("provenance", "Provenance")))
     sections = [
         leaderboard(results),
         baseline_section(results, baseline),
@@ -178,7 +182,9 @@ def render_report(
         paper_section(results),
         best_section(results, evals),
         conversion_section(results, evals),
+        files_section(results),
         distribution_section(results, benches),
+        conditions_section(results),
         history_section(results, history),
         provenance_section(results, benches),
     ]

@@ -7,6 +7,8 @@ from typing import Sequence
 from common import paper
 from common.regression import count_kinds, diff_results
 from common.report.cells import (
+    APPLIED_NAMES,
+    DELEGATE_NAMES,
     HOST_LABEL,
     Column,
     basis_entry,
@@ -20,7 +22,10 @@ from common.report.cells import (
     fmt_score,
     gap,
     gap_reason,
+    gpu_verdict,
     host_badge,
+    latency_value,
+    measurement_notes,
     model_label,
 )
 from common.report.charts import pareto_points, svg_confusion, svg_distribution, svg_pareto, svg_per_class
@@ -88,7 +93,7 @@ def leaderboard(results: Results) -> str:
             '<th data-type="num" data-first="asc" title="Keras top-1 minus TFLite top-1, points">'
             'Lost in conversion (top-1 pts)</th>']
     for c in cols:
-        label = f"{e(c.title)}<br><small>median ms</small>"
+        label = f"{e(c.title)}<br><small>median ms (mean where no samples)</small>"
         if c.host:
             label += f"<br>{host_badge()}"
         head.append(f'<th data-type="num" data-first="asc" class="{"hostcol" if c.host else ""}" '
@@ -121,13 +126,23 @@ def leaderboard(results: Results) -> str:
         for c in cols:
             le = entry_of(m, c)
             hostcls = " hostcol" if c.host else ""
-            if not ok or le is None or le.status != "ok" or le.p50_ms is None:
-                cells.append(_num_cell(None, "", gap_reason(results, m, c), cls=hostcls))
+            value, kind = latency_value(le) if ok and le is not None and le.status == "ok" else (None, "")
+            if value is None:
+                why = (gap_reason(results, m, c) if not ok or le is None or le.status != "ok"
+                       else "the device reported no latency")
+                cells.append(_num_cell(None, "", why, cls=hostcls))
                 continue
-            extra = f'<small class="sub">p90 {fmt_ms(le.p90_ms)}</small>' if le.p90_ms is not None else ""
+            if kind == "median":
+                extra = f'<small class="sub">p90 {fmt_ms(le.p90_ms)}</small>' if le.p90_ms is not None else ""
+            else:
+                spread = f" \u00b1 {fmt_ms(le.std_ms)}" if le.std_ms is not None else ""
+                extra = (f'<small class="sub" title="no per-run samples from this device: the benchmark tool\'s '
+                         f'mean and standard deviation">mean{spread} (no samples)</small>')
+            extra += "".join(f'<small class="sub">{e(n)}</small>' for n in measurement_notes(le))
+            extra += "".join(f'<span class="mflag" title="{e(f)}">\u26a0 {e(f.split(":")[0])}</span>' for f in le.flags)
             if c.host:
                 extra += f'<span class="host-mark" title="{e(HOST_LABEL)}">host CPU</span>'
-            cells.append(_num_cell(le.p50_ms, fmt_ms(le.p50_ms), "", flags.get(
+            cells.append(_num_cell(value, fmt_ms(value), "", flags.get(
                 (m.arch, m.format, "latency_ms", c.device_id, c.delegate)), extra=extra, cls=hostcls))
         be = basis_entry(m) if ok else None
         ram = be.peak_memory_mb if be is not None else None
@@ -149,7 +164,9 @@ def leaderboard(results: Results) -> str:
             "Top-1 and top-3 show \u00b1 half the width of their seeded 95 % bootstrap interval over the validation "
             "images (hover for the interval); what a conversion lost is Keras minus TFLite on the same images, "
             "\u00b1 its paired bootstrap interval, with the exact McNemar p (below 0.05: beyond chance). "
-            "Latency cells show the median of the raw samples and their 90th percentile. "
+            "Latency cells show the median of the raw samples and their 90th percentile; where a device gave no "
+            "per-run samples, the tool's mean \u00b1 standard deviation, marked as such. \u26a0 under a number "
+            "marks a measurement to read with care (mostly on CPU, hot phone, fewer runs than asked; hover it). "
             "\u26a0 marks a regression against the baseline run (hover it for why), \u2714 an improvement.")
     return _section("leaderboard", "Leaderboard", table, note)
 
@@ -258,7 +275,7 @@ def paper_section(results: Results) -> str:
     for phone, table_no in ((paper.IPHONE_12_PRO, "Tables 2 and 3"), (paper.IPHONE_X, "Table 4")):
         dev_id, ours_label, ours_host = _ours_for_phone(results, phone)
         head = ("<tr><th>Model</th><th>Source</th><th>Size MB</th><th>Top-1 %</th><th>CPU s</th><th>GPU s</th>"
-                "<th>NPU / Core ML s</th><th>CPU RAM MB</th><th>Score</th></tr>")
+                "<th>paper: NPU s<br>ours: Core ML s</th><th>CPU RAM MB</th><th>Score</th></tr>")
         rows = []
         for pr in paper.ROWS:
             d = pr.devices[phone]
@@ -288,13 +305,17 @@ def paper_section(results: Results) -> str:
                 ours.append(f'<td class="num">{fmt(m.size_mb)}</td><td class="num">{fmt(m.top1)}</td>')
                 for dlg in ("cpu", "gpu", "coreml"):
                     le = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == dlg), None)
+                    # Beside the paper's "could not run on the GPU": whether ours can, by its file
+                    verdict = (f'<small class="sub gpu-verdict">{e(gpu_verdict(m))}</small>'
+                               if dlg == "gpu" else "")
                     if not ours_label:
-                        ours.append(f'<td class="num gapcell">{gap("no " + phone + " in the device farm")}</td>')
+                        ours.append(f'<td class="num gapcell">{gap("no " + phone + " in the device farm")}{verdict}</td>')
                     elif le is None or le.status != "ok" or le.mean_ms is None:
                         col = Column(dev_id, dlg, "", "", "", "host" if ours_host else "ios")
-                        ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}</td>')
+                        ours.append(f'<td class="num gapcell">{gap(gap_reason(results, m, col))}{verdict}</td>')
                     else:
-                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}</td>')
+                        ours.append(f'<td class="num{" hostcol" if ours_host else ""}">{fmt_s(le.mean_ms / 1000)}'
+                                    f'{verdict}</td>')
                 cpu = next((x for x in m.latency if x.device_id == dev_id and x.delegate_requested == "cpu"), None)
                 ram = cpu.peak_memory_mb if cpu is not None and cpu.status == "ok" else None
                 ours.append(f'<td class="num">{fmt(ram, 0)}</td>' if ram is not None
@@ -311,8 +332,11 @@ def paper_section(results: Results) -> str:
         out.append(f'<table class="paper" id="paper-{e(phone.lower().replace(" ", "-"))}">'
                    f'<caption>{caption}</caption><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
     note = ("Our latencies here are the mean of the raw samples in seconds, as the paper reports them; the paper "
-            "measured with the TFLite iOS example app, memory for the whole app. The paper's NPU is our Core ML "
-            "delegate (Neural Engine). Our 'float32' is the paper's 'float', our 'int8' its 'int'.")
+            "measured with the TFLite iOS example app, memory for the whole app. \"NPU\" is the paper's word; "
+            "beside it is our Core ML delegate, which asks Core ML for all compute units and lets Core ML run "
+            "each part of the model on the Neural Engine, the GPU or the CPU, so it is not a Neural Engine "
+            "number (see Measurement conditions for how much of each model the delegate took). Our 'float32' "
+            "is the paper's 'float', our 'int8' its 'int'.")
     return _section("paper", "The paper's numbers beside ours", "".join(out), note)
 
 
@@ -427,3 +451,71 @@ def provenance_section(results: Results, benches: Sequence[BenchResult]) -> str:
                f'<th>Format</th><th>Device</th><th>Delegate</th><th>Reason</th></tr></thead><tbody>{miss_rows}'
                '</tbody></table>' if results.missing else "<p>No missing results.</p>")
     return _section("provenance", "Provenance", f'<dl class="prov">{dl}</dl><h3>Devices</h3>{devices}{missing}')
+
+
+def _state_text(st) -> str:
+    if st is None:
+        return ""
+    parts = [st.thermal or "thermal ?"]
+    if st.low_power_mode:
+        parts.append("Low Power Mode")
+    if st.battery_level is not None:
+        parts.append(f"battery {st.battery_level:.0%}" + (f" {st.battery_state}" if st.battery_state else ""))
+    return ", ".join(parts)
+
+
+def conditions_section(results: Results) -> str:
+    """How each measurement was taken: what ran the graph, how much of it, in which state of the phone."""
+    head = ("<tr><th>Model</th><th>Device</th><th>Asked</th><th>Ran on</th><th>Delegated nodes</th>"
+            "<th>GPU precision</th><th>Core ML compute units</th><th>Neural Engine in the phone</th>"
+            "<th>Thermal before \u2192 after</th><th>Waited for nominal</th><th>Cooldown</th>"
+            "<th>Timed runs</th><th>Memory</th><th>Samples</th><th>App</th><th>Read with care</th></tr>")
+    rows = []
+    for m in results.models:
+        for le in m.latency:
+            if le.status != "ok":
+                continue
+            c = le.conditions
+            if c is None:
+                continue
+
+            def cell(text: str | None, why: str = "not reported") -> str:
+                return f"<td>{e(text)}</td>" if text else f'<td class="gapcell">{gap(why)}</td>'
+
+            nodes = (f"{c.delegated_nodes} of {c.total_nodes} ({c.coverage:.0%})" if c.coverage is not None
+                     else f"{c.delegated_nodes} of ?" if c.delegated_nodes is not None else None)
+            runs = (f"{c.runs_completed} of {c.runs_requested}" if c.runs_completed is not None
+                    and c.runs_requested is not None else None)
+            wait = (f"{c.thermal_wait_s:.0f} s (limit {c.thermal_wait_limit_s:.0f} s)" if c.thermal_wait_s is not None
+                    and c.thermal_wait_limit_s is not None else None)
+            before, after = _state_text(c.state_before), _state_text(c.state_after)
+            app = " ".join(x for x in (f"TensorFlow {c.app_tf_tag}" if c.app_tf_tag else "",
+                                       f"build {c.app_build_id}" if c.app_build_id else "") if x)
+            dev = le.device_name + (f" \u00b7 iOS build {c.os_build}" if c.os_build else "")
+            rows.append(
+                f"<tr><td>{e(model_label(m))}</td><td>{e(dev)}{host_badge() if le.backend == 'host' else ''}</td>"
+                f"<td>{e(DELEGATE_NAMES.get(le.delegate_requested, le.delegate_requested))}</td>"
+                + cell(APPLIED_NAMES.get(le.delegate_applied or "", le.delegate_applied), "the log does not say")
+                + (cell(nodes, "the log gives no node counts") if le.delegate_requested != "cpu" else "<td>\u2014</td>")
+                + (cell({True: "FP16 allowed", False: "FP32"}.get(c.gpu_precision_loss_allowed))
+                   if le.delegate_requested == "gpu" else "<td>\u2014</td>")
+                + (cell(c.coreml_compute_units) if le.delegate_requested == "coreml" else "<td>\u2014</td>")
+                + (cell({True: "yes (A12 or later)", False: "no"}.get(c.neural_engine), "unknown model")
+                   if le.backend == "ios" else "<td>\u2014</td>")
+                + (cell(f"{before} \u2192 {after}" if before or after else None, "no state lines (older app)")
+                   if le.backend == "ios" else "<td>\u2014</td>")
+                + (cell(wait, "no wait line (older app)") if le.backend == "ios" else "<td>\u2014</td>")
+                + f"<td>{e(f'{c.cooldown_s:.0f} s' if c.cooldown_s else '')}</td>"
+                + cell(runs) + cell(c.memory_pass and {"separate": "separate run", "same": "same run as timing",
+                                                        "none": "not measured"}[c.memory_pass])
+                + cell(c.samples_source, "none: the tool's mean and std only")
+                + (cell(app, "not recorded") if le.backend == "ios" else "<td>\u2014</td>")
+                + f"<td>{'<br>'.join(e(f) for f in le.flags)}</td></tr>")
+    if not rows:
+        return _section("conditions", "Measurement conditions", gap("no measurement recorded its conditions"))
+    table = f'<table id="conditions"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    note = ("What ran each measurement and in what state. A delegate that took fewer nodes than the graph has "
+            "ran the rest on the CPU; below the coverage threshold it is flagged \"mostly on CPU\". Metal with FP16 "
+            "allowed computes in half precision. The phone's thermal state comes from iOS before and after the "
+            "timed runs; a run that ends serious or critical was throttled.")
+    return _section("conditions", "Measurement conditions", table, note)

@@ -14,6 +14,14 @@
 //    Documents/benchmark_data/ first and in the app bundle second (the stock behaviour).
 //  * The benchmark runs on its own thread at user-interactive QoS instead of blocking the main
 //    thread, so that iOS's launch watchdog does not kill a long run.
+//  * Per-run durations. benchmark_model's log has only count/mean/std/min/max; the app times every
+//    run through the C API's on_single_run_start/on_single_run_end callbacks and prints the
+//    durations as scenebench-samples lines after the run (printing during the run would disturb it).
+//  * The phone's state: before the run it waits (up to the runner's scenebench_thermal_wait_s) for
+//    ProcessInfo.thermalState to be nominal, and it prints the thermal state, Low Power Mode and the
+//    battery level and state before and after the run.
+//  * Provenance: its pid, and the TensorFlow tag and build id build.sh stamped into Info.plist,
+//    on the start line.
 //
 // Console output: `devicectl … --console` connects the app's stdout and stderr, not os_log.
 // benchmark_model's TFLITE_LOG writes INFO/WARN to stdout and ERROR/FATAL to stderr, and TFLite's
@@ -21,6 +29,8 @@
 // Our own lines go to stderr, which is unbuffered.
 
 #import "BenchmarkViewController.h"
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -96,7 +106,54 @@ struct Outcome {
 struct Listener {
   bool finished = false;
   std::string summary;
+  scenebench_ios::SampleRecorder samples;
 };
+
+void OnSingleRunStart(void* user_data, TfLiteBenchmarkRunType run_type) {
+  static_cast<Listener*>(user_data)->samples.Start(run_type == TfLiteBenchmarkRegular,
+                                                   scenebench_ios::SteadyMicros());
+}
+
+void OnSingleRunEnd(void* user_data) {
+  static_cast<Listener*>(user_data)->samples.End(scenebench_ios::SteadyMicros());
+}
+
+std::string InfoString(NSString* key) {
+  id value = [[NSBundle mainBundle] objectForInfoDictionaryKey:key];
+  return [value isKindOfClass:[NSString class]] ? ToStd(value) : std::string();
+}
+
+// ProcessInfo and UIDevice, read on the main thread (UIKit's rule); the benchmark thread waits.
+void PrintDeviceState(const char* when) {
+  __block int thermal = 0;
+  __block bool low_power = false;
+  __block float level = -1;
+  __block int battery = 0;
+  dispatch_sync(dispatch_get_main_queue(), ^{
+    NSProcessInfo* info = [NSProcessInfo processInfo];
+    thermal = static_cast<int>(info.thermalState);
+    low_power = info.isLowPowerModeEnabled;
+    UIDevice* device = [UIDevice currentDevice];
+    device.batteryMonitoringEnabled = YES;
+    level = device.batteryLevel;
+    battery = static_cast<int>(device.batteryState);
+  });
+  PrintLine(scenebench_ios::StateLine(when, thermal, low_power, level, battery));
+}
+
+// Wait until the phone is no longer warm, up to limit_s: a run that starts hot is throttled.
+void WaitForNominalThermalState(double limit_s) {
+  const int start = static_cast<int>([NSProcessInfo processInfo].thermalState);
+  const int64_t t0 = scenebench_ios::SteadyMicros();
+  int state = start;
+  while (state != static_cast<int>(NSProcessInfoThermalStateNominal) &&
+         (scenebench_ios::SteadyMicros() - t0) / 1e6 < limit_s) {
+    [NSThread sleepForTimeInterval:1.0];
+    state = static_cast<int>([NSProcessInfo processInfo].thermalState);
+  }
+  PrintLine(scenebench_ios::ThermalWaitLine(start, state, (scenebench_ios::SteadyMicros() - t0) / 1e6,
+                                            limit_s));
+}
 
 void AppendStat(std::ostringstream* out, const char* name, const TfLiteBenchmarkInt64Stat& s) {
   *out << name << ": runs=" << s.count << " avg=" << s.avg / 1e3 << " ms min=" << s.min / 1e3
@@ -139,20 +196,31 @@ Outcome RunBenchmarkOnce(bool runner_mode) {
   }
   BenchmarkArgs args = scenebench_ios::BuildBenchmarkArgs(params, data_dir, bundle_dir);
   if (!args.error.empty()) return Finish(1, args.error, "");
-  PrintLine(scenebench_ios::StartLine(params_path, args.graph));
+  PrintLine(scenebench_ios::StartLine(static_cast<long>(getpid()), InfoString(@"SCENEBENCHTensorFlowTag"),
+                                      InfoString(@"SCENEBENCHBuildID"), params_path, args.graph));
+  WaitForNominalThermalState(scenebench_ios::AppParamSeconds(params, "thermal_wait_s", 0));
+  PrintDeviceState("before");
 
   std::vector<char*> argv;
   for (std::string& arg : args.argv) argv.push_back(&arg[0]);
   Listener listener;
   TfLiteBenchmarkTfLiteModel* benchmark = TfLiteBenchmarkTfLiteModelCreate();
   TfLiteBenchmarkListener* callbacks = TfLiteBenchmarkListenerCreate();
-  TfLiteBenchmarkListenerSetCallbacks(callbacks, &listener, nullptr, nullptr, nullptr,
+  TfLiteBenchmarkListenerSetCallbacks(callbacks, &listener, nullptr, OnSingleRunStart, OnSingleRunEnd,
                                       OnBenchmarkEnd);
   TfLiteBenchmarkTfLiteModelAddListener(benchmark, callbacks);
   const TfLiteStatus rc =
       TfLiteBenchmarkTfLiteModelRunWithArgs(benchmark, static_cast<int>(argv.size()), argv.data());
   TfLiteBenchmarkTfLiteModelDelete(benchmark);
   TfLiteBenchmarkListenerDelete(callbacks);
+  for (const char* phase : {"warmup", "regular"}) {
+    const bool regular = std::string(phase) == "regular";
+    for (const std::string& line :
+         scenebench_ios::SampleLines(phase, regular ? listener.samples.regular() : listener.samples.warmup())) {
+      PrintLine(line);
+    }
+  }
+  PrintDeviceState("after");
 
   if (rc != kTfLiteOk) {
     return Finish(1, "benchmark_model returned an error (see the lines above)", listener.summary);

@@ -5,8 +5,9 @@
 #
 # Settings (environment variables):
 #   TEAM_ID     required: your Apple development team id (security find-identity -v -p codesigning)
-#   BUNDLE_ID   bundle id to sign with; default org.tensorflow.lite.benchmark.TFLiteBenchmark (the
-#               runner's default). With another id, start the runner with --ios-bundle-id.
+#   BUNDLE_ID   bundle id to sign with; default org.scenebench.tflitebenchmark.$TEAM_ID. Bundle ids are
+#               global: one taken by another team cannot be signed, so the default carries yours.
+#               The runner reads the id from the app it is given (--ios-app).
 #   TF_TAG      TensorFlow tag to build from; default v2.18.0
 #   TF_DIR      where the TensorFlow checkout lives; default ~/scenebench-runner/tensorflow-$TF_TAG
 #   OUT         where to put the signed app; default ~/scenebench-runner/TFLiteBenchmark.app
@@ -19,9 +20,11 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TF_TAG="${TF_TAG:-v2.18.0}"
 TF_DIR="${TF_DIR:-$HOME/scenebench-runner/tensorflow-$TF_TAG}"
-BUNDLE_ID="${BUNDLE_ID:-org.tensorflow.lite.benchmark.TFLiteBenchmark}"
 OUT="${OUT:-$HOME/scenebench-runner/TFLiteBenchmark.app}"
 : "${TEAM_ID:?set TEAM_ID to your Apple development team id}"
+BUNDLE_ID="${BUNDLE_ID:-org.scenebench.tflitebenchmark.${TEAM_ID}}"
+# Stamped into Info.plist; the app prints both on its start line and the runner records them.
+BUILD_ID="$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo nogit)"
 
 IOS_DIR="tensorflow/lite/tools/benchmark/ios"
 APP_SRC="$IOS_DIR/TFLiteBenchmark/TFLiteBenchmark"
@@ -105,6 +108,11 @@ EOF
 /usr/libexec/PlistBuddy -c "Delete :UIRequiredDeviceCapabilities" "$APP_SRC/Info.plist" 2>/dev/null || true
 /usr/libexec/PlistBuddy -c "Add :UIRequiredDeviceCapabilities array" \
                         -c "Add :UIRequiredDeviceCapabilities:0 string arm64" "$APP_SRC/Info.plist"
+for key in SCENEBENCHTensorFlowTag SCENEBENCHBuildID; do
+  /usr/libexec/PlistBuddy -c "Delete :$key" "$APP_SRC/Info.plist" 2>/dev/null || true
+done
+/usr/libexec/PlistBuddy -c "Add :SCENEBENCHTensorFlowTag string $TF_TAG" \
+                        -c "Add :SCENEBENCHBuildID string $BUILD_ID" "$APP_SRC/Info.plist"
 
 # 4. Build and sign.
 cd "$IOS_DIR/TFLiteBenchmark"
@@ -124,4 +132,4 @@ codesign --verify --verbose=1 "$APP"
 rm -rf "$OUT"
 mkdir -p "$(dirname "$OUT")"
 cp -R "$APP" "$OUT"
-echo "build.sh: $OUT (bundle id $BUNDLE_ID, TensorFlow $TF_TAG)"
+echo "build.sh: $OUT (bundle id $BUNDLE_ID, TensorFlow $TF_TAG, build $BUILD_ID)"
