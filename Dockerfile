@@ -1,6 +1,7 @@
-# One image for every scenebench job and for the runner's host backend.
-#   docker build --build-arg VARIANT=cpu -t scenebench:0.1.0-cpu .   (tensorflow-cpu)
-#   docker build --build-arg VARIANT=gpu -t scenebench:0.1.0-gpu .   (CUDA-enabled tensorflow)
+# One image for every scenebench job and for the runner's host backend; `make image` builds it:
+#   docker build --platform linux/amd64 --build-arg VARIANT=cpu -t scenebench:<git sha>-cpu .
+#   docker build --platform linux/amd64 --build-arg VARIANT=gpu -t scenebench:<git sha>-gpu .
+# linux/amd64 only: TensorFlow 2.21 and ai-edge-litert 2.3.0 publish no Linux aarch64 wheels.
 # The GPU variant gets CUDA and cuDNN as pip wheels (tensorflow[and-cuda]), so both variants
 # share one base; the GPU node only needs the NVIDIA driver and device plugin.
 
@@ -38,8 +39,11 @@ FROM ${PYTHON_IMAGE} AS runtime
 ARG VARIANT=cpu
 # The code version every result records (git describe at build time; see mk/cluster.mk).
 ARG CODE_VERSION=unknown
+# The commit the image is built from (its tag names it too).
+ARG GIT_SHA=unknown
 LABEL org.opencontainers.image.title="scenebench" \
       org.opencontainers.image.description="scenebench jobs and runner (${VARIANT})" \
+      org.opencontainers.image.revision="${GIT_SHA}" \
       org.opencontainers.image.source="https://github.com/scenebench/scenebench"
 
 RUN groupadd --system --gid 10001 scenebench \

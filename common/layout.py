@@ -124,3 +124,12 @@ def history_json(date: str, run_id: str) -> str:
 
 
 HISTORY_PREFIX = "results/history/"
+
+
+# Step results by the cache key of their inputs (common.stepcache): any run with the same key
+# finds here which run computed the result, and the sha256 of every file of it.
+CACHE_PREFIX = "cache/"
+
+
+def cache_entry(step: str, key: str) -> str:
+    return f"cache/{step}/{check_id(key, 'cache key')}.json"

@@ -194,6 +194,11 @@ def render_leaderboard(results: Results) -> str:
     lines += [f"Dataset `{results.dataset_fingerprint}` ({', '.join(f'{k} {v}' for k, v in results.dataset_counts.items())}), "
               f"{len(results.classes)} classes · code `{results.code_version}` · C = {results.c:g} · "
               f"score basis: {results.score_basis}", ""]
+    if results.reused:
+        from common.stepcache import describe_reused
+
+        lines += [f"> Same code, data and parameters as an earlier run: {line} (latency measured in this run)."
+                  for line in describe_reused(results.reused)] + [""]
     lines += ["| # | model | format | size MB | top-1 % | top-3 % | Keras top-1 % | drop pts | latency ms | measured on | peak RAM MB | score |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, m in enumerate(ranked(results), 1):

@@ -47,6 +47,14 @@ class ArtifactRef(Doc):
     size: int
 
 
+class ReusedFrom(Doc):
+    """A step result this run took from an earlier run with the same inputs (common.stepcache)."""
+
+    run_id: str = Field(description="the run that computed the result")
+    document: str = Field(description="store key of that run's own document")
+    cache_entry: str = Field(description="store key of the cache entry that pointed at it")
+
+
 # ---------------------------------------------------------------- dataset.json
 class ClassInfo(Doc):
     index: int
@@ -168,6 +176,7 @@ class TrainReport(Versioned):
     model: ArtifactRef
     dataset_fingerprint: str
     cache_key: str
+    reused_from: ReusedFrom | None = None
     tensorflow_version: str
     keras_version: str
     code_version: str
@@ -225,6 +234,7 @@ class ConvertReport(Versioned):
         default=None, description="largest |TFLite - SavedModel| softmax output on seeded random photos")
     source_model_sha256: str
     cache_key: str
+    reused_from: ReusedFrom | None = None
     code_version: str
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -305,6 +315,7 @@ class EvalReport(Versioned):
     ties: TieRanges | None = None
     seconds: float
     cache_key: str
+    reused_from: ReusedFrom | None = None
     code_version: str
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -535,6 +546,15 @@ class Missing(Doc):
     reason: str
 
 
+class ReusedStep(Doc):
+    """One result of a run that was computed by an earlier run and reused (results.json, report)."""
+
+    step: Literal["train", "convert", "evaluate"]
+    arch: str
+    format: str | None = None
+    from_run_id: str
+
+
 class Results(Versioned):
     kind: Literal["results"] = "results"
     run_id: str
@@ -558,6 +578,8 @@ class Results(Versioned):
     baseline_run_id: str | None = None
     regressions: list[Regression] = Field(default_factory=list)
     train: dict[str, dict[str, float | int | str | None]] = Field(default_factory=dict)
+    reused: list[ReusedStep] = Field(default_factory=list, description="results taken from earlier runs with "
+                                                                       "the same code, data and parameters")
 
 
 class Pointer(Versioned):

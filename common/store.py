@@ -80,6 +80,13 @@ class ArtifactStore(ABC):
     def describe(self, key: str = "") -> str:
         """Human-readable location of key, for messages (e.g. s3://bucket/prefix/key)."""
 
+    @abstractmethod
+    def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
+        """Create key with data unless it exists, atomically; False when it existed (nothing written).
+
+        Two writers racing for one key: exactly one creates it, the other gets False.
+        """
+
     # -- conveniences built on the primitives
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         with tempfile.NamedTemporaryFile(delete=False) as tmp:
@@ -192,6 +199,24 @@ class LocalStore(ArtifactStore):
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return path
+
+    def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            try:
+                # link() never replaces: of two racing writers exactly one creates the name,
+                # and a reader sees either nothing or the whole content.
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+            Path(str(dest) + SHA_SUFFIX).write_text(sha256_bytes(data) + "\n")
+            return True
+        finally:
+            os.unlink(tmp)
 
     def list(self, prefix: str = "") -> list[str]:
         base = self.root

@@ -50,7 +50,7 @@ from common.errors import (
     StoreError,
     TransientStoreError,
 )
-from common.hashing import CHUNK, sha256_file
+from common.hashing import CHUNK, sha256_bytes, sha256_file
 from common.logging import get_logger
 from common.store import ArtifactStore, ObjectInfo, _content_type
 
@@ -463,6 +463,24 @@ class S3Store(ArtifactStore):
         self._log().debug("s3_put", key=key, size=size, sha256=digest,
                           seconds=round(time.monotonic() - started, 3))
         return ObjectInfo(key=key, size=size, sha256=digest)
+
+    def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
+        obj = self._object(key)
+        headers = {"If-None-Match": "*", "Content-Type": _content_type(key), META_SHA256: sha256_bytes(data)}
+
+        def put() -> bool:
+            try:
+                # A conditional PUT (S3 since 2024, MinIO): 412 when the key exists, 409 when
+                # another conditional write of it is in flight; either way someone else has it.
+                # put_object would file If-None-Match under user metadata, hence _put_object.
+                self._client._put_object(self.bucket, obj, data, headers=headers)
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
+            return True
+
+        return self._call("put", key, put, write=True)
 
     def get_file(self, key: str, path: str | Path, *, sha256: str | None = None) -> Path:
         obj = self._object(key)

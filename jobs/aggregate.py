@@ -6,7 +6,7 @@ from typing import Sequence
 
 from pydantic import Field, field_validator
 
-from common import layout
+from common import layout, stepcache
 from common.errors import StepFailed
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
@@ -90,6 +90,7 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
     results = build_results(run, manifest, trains, converts, evals, benches, c=settings.c,
                             score_basis=settings.score_basis, coverage_threshold=settings.coverage_threshold)
     explain_empty_plans(store, results)
+    results = results.model_copy(update={"reused": stepcache.reused_steps(trains, converts, evals)})
     bench_docs = [b for pairs in benches.values() for _, b in pairs]
     thresholds = Thresholds(top1_drop_pts=settings.top1_drop_pts, top3_drop_pts=settings.top3_drop_pts,
                             accuracy_alpha=settings.accuracy_alpha,
@@ -123,6 +124,7 @@ def run_aggregate(settings: AggregateSettings, store: ArtifactStore) -> dict:
                       + (f" {r.change:+.3g}" if r.change is not None else "")
                       for r in results.regressions if r.kind == "regression"],
         "best": f"{best.arch}/{best.format} score {best.score:.4g} on {best.score_basis}" if best else None,
+        "reused": sorted({f"{r.step} from {r.from_run_id}" for r in results.reused}),
     }
     if kinds.get("regression") and settings.fail_on_regression:
         log.error("regressions_found", **summary)

@@ -10,7 +10,7 @@ from typing import Literal, Sequence
 
 from pydantic import Field
 
-from common import layout, progress
+from common import layout, progress, stepcache
 from common.archs import ARCH_NAMES
 from common.errors import ConversionError
 from common.hashing import stable_hash
@@ -32,6 +32,7 @@ class ConvertSettings(StepSettings):
                                      description="Training images (stratified) used to calibrate integer formats.")
     float_layers: int = Field(5, ge=1, le=100,
                               description="int8-selective: at most this many of the debugger's worst layers stay float.")
+    reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
 
 def build_parser():
@@ -68,12 +69,19 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     train = load_train_report(store, run_id, arch)
     n_cal = settings.calibration_samples if fmt in INTEGER_FORMATS else 0
     cache_key = stable_hash({"step": STEP, "model": train.model.sha256, "format": fmt,
-                             "calibration": n_cal, "seed": run.params.seed, "code": code_version(),
+                             "calibration": n_cal, "seed": run.params.seed, "code": stepcache.code_fingerprint(),
                              **({"float_layers": settings.float_layers} if fmt == "int8-selective" else {})})
-    existing = store.try_get_model(layout.convert_json(run_id, arch, fmt), ConvertReport)
+    doc_key = layout.convert_json(run_id, arch, fmt)
+    existing = store.try_get_model(doc_key, ConvertReport)
     if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
-        log.info("step_cached", step=STEP, key=layout.convert_json(run_id, arch, fmt))
+        log.info("step_cached", step=STEP, key=doc_key)
+        if existing.reused_from is None:  # a retried pod may have stopped before publishing it
+            stepcache.publish(store, STEP, cache_key, run_id, doc_key, [existing.model.key])
         return {"cached": True, "size_mb": existing.size_mb}
+    reused = stepcache.reuse(store, STEP, cache_key, reuse_steps=settings.reuse, force=settings.force,
+                             run_id=run_id, model=ConvertReport, dest_key=doc_key)
+    if reused:
+        return {"reused_from": reused.reused_from.run_id, "size_mb": reused.size_mb}
 
     import tensorflow as tf
 
@@ -127,7 +135,8 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         source_model_sha256=train.model.sha256,
         cache_key=cache_key, code_version=code_version(),
     )
-    store.put_json(layout.convert_json(run_id, arch, fmt), report)
+    store.put_json(doc_key, report)
+    stepcache.publish(store, STEP, cache_key, run_id, doc_key, [info.key])
     return {"cached": False, "size_mb": report.size_mb, "seconds": report.seconds,
             "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values()), "dynamic_tensors": dynamic,
             "gpu_compatible": gpu.compatible, "gpu_unsupported_ops": sorted({i.op for i in gpu.ops})}

@@ -9,7 +9,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from common import layout, progress
+from common import layout, progress, stepcache
 from common.archs import ARCH_NAMES
 from common.hashing import stable_hash
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
@@ -26,6 +26,7 @@ class EvaluateSettings(StepSettings):
     arch: Literal[ARCH_NAMES] = Field(..., description="Architecture.")  # type: ignore[valid-type]
     format: Literal[FORMATS] = Field(..., description="TFLite format.")  # type: ignore[valid-type]
     num_threads: int = Field(2, ge=1, le=64, description="LiteRT interpreter threads.")
+    reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
 
 def build_parser():
@@ -43,11 +44,18 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
     run, manifest = load_run(store, run_id)
     conv = load_convert_report(store, run_id, arch, fmt)
     cache_key = stable_hash({"step": STEP, "model": conv.model.sha256, "dataset": manifest.fingerprint,
-                             "code": code_version()})
-    existing = store.try_get_model(layout.eval_json(run_id, arch, fmt), EvalReport)
+                             "code": stepcache.code_fingerprint()})
+    doc_key = layout.eval_json(run_id, arch, fmt)
+    existing = store.try_get_model(doc_key, EvalReport)
     if existing and existing.cache_key == cache_key and not settings.force:
-        log.info("step_cached", step=STEP, key=layout.eval_json(run_id, arch, fmt))
+        log.info("step_cached", step=STEP, key=doc_key)
+        if existing.reused_from is None:  # a retried pod may have stopped before publishing it
+            stepcache.publish(store, STEP, cache_key, run_id, doc_key)
         return {"cached": True, "top1": existing.top1, "top3": existing.top3}
+    reused = stepcache.reuse(store, STEP, cache_key, reuse_steps=settings.reuse, force=settings.force,
+                             run_id=run_id, model=EvalReport, dest_key=doc_key)
+    if reused:
+        return {"reused_from": reused.reused_from.run_id, "top1": reused.top1, "top3": reused.top3}
 
     t0 = time.monotonic()
     clf = TFLiteClassifier(local_model(store, conv), num_threads=settings.num_threads)
@@ -87,7 +95,8 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
         per_image=s["per_image"], ties=s["ties"],
         seconds=round(time.monotonic() - t0, 2), cache_key=cache_key, code_version=code_version(),
     )
-    store.put_json(layout.eval_json(run_id, arch, fmt), report)
+    store.put_json(doc_key, report)
+    stepcache.publish(store, STEP, cache_key, run_id, doc_key)
     return {"cached": False, "count": report.count, "top1": report.top1, "top3": report.top3,
             "top1_ci": [report.top1_ci.lo, report.top1_ci.hi], "drop_top1": report.drop_top1,
             "drop_top1_p": test1.p_value if test1 is not None else None, "tied_images": report.ties.images,

@@ -13,13 +13,13 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from pydantic import Field, field_validator
 
-from common import layout, progress
+from common import layout, progress, stepcache
 from common.archs import ARCH_NAMES
 from common.dataset import MAX_SIDE
 from common.errors import ConfigError
@@ -61,6 +61,7 @@ class PipelineSettings(StepSettings):
     trigger: str = Field("manual", description="What started the run: manual or nightly.")
     verbose: bool = Field(False, description="On a terminal, also print info log lines above the progress view "
                                              "(-v; SCENEBENCH_LOG_LEVEL=info does the same).")
+    reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
     @field_validator("image_size")
     @classmethod
@@ -93,15 +94,17 @@ def step_argvs(s: PipelineSettings, run_id: str) -> list[tuple[str, str, list[st
     """(module, label, argv) of every step after prepare, in order."""
     archs, formats = s.archs.split(","), s.formats.split(",")
     base = _common(s, run_id)
+    reuse = ["--reuse", s.reuse or "none"]  # results of earlier runs with the same inputs (common.stepcache)
     steps: list[tuple[str, str, list[str]]] = []
     for arch in archs:
-        steps.append(("train", arch, base + ["--arch", arch] + (["--batch-size", str(s.batch_size)] if s.batch_size else [])))
+        steps.append(("train", arch, base + reuse + ["--arch", arch]
+                      + (["--batch-size", str(s.batch_size)] if s.batch_size else [])))
     for arch in archs:
         for fmt in formats:
-            steps.append(("convert", f"{arch}/{fmt}", base + ["--arch", arch, "--format", fmt,
-                                                              "--calibration-samples", str(s.calibration_samples)]))
-            steps.append(("evaluate", f"{arch}/{fmt}", base + ["--arch", arch, "--format", fmt,
-                                                               "--num-threads", str(s.num_threads)]))
+            steps.append(("convert", f"{arch}/{fmt}", base + reuse + ["--arch", arch, "--format", fmt,
+                                                                      "--calibration-samples", str(s.calibration_samples)]))
+            steps.append(("evaluate", f"{arch}/{fmt}", base + reuse + ["--arch", arch, "--format", fmt,
+                                                                       "--num-threads", str(s.num_threads)]))
             bench = base + ["--arch", arch, "--format", fmt, "--num-threads", str(s.num_threads),
                             "--warmup-runs", str(s.warmup_runs), "--num-runs", str(s.num_runs),
                             "--devices", s.devices]

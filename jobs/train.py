@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field, field_validator
 
-from common import layout, progress
+from common import layout, progress, stepcache
 from common.archs import ARCH_NAMES, get_arch
 from common.errors import ConfigError, NotFoundError
 from common.hashing import sha256_file, stable_hash
@@ -36,6 +36,7 @@ class TrainSettings(StepSettings):
     seed: int | None = Field(None, description="Random seed (default: the run's).")
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto", description="mixed_float16 training: auto = on when TensorFlow sees a GPU.")
+    reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
     @field_validator("image_size")
     @classmethod
@@ -93,13 +94,24 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     cache_key = stable_hash({
         "step": STEP, "dataset": manifest.fingerprint, "arch": arch.name, "image_size": image_size,
         "epochs": epochs, "weights": weights if weights_sha is None else weights_sha, "batch": batch_size,
-        "seed": seed, "code": code_version(), "mixed_precision": settings.mixed_precision,
+        "seed": seed, "code": stepcache.code_fingerprint(), "mixed_precision": settings.mixed_precision,
     })
 
-    existing = store.try_get_model(layout.train_json(run_id, arch.name), TrainReport)
+    doc_key, val_key = layout.train_json(run_id, arch.name), layout.keras_val_predictions(run_id, arch.name)
+    existing = store.try_get_model(doc_key, TrainReport)
     if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
-        log.info("step_cached", step=STEP, key=layout.train_json(run_id, arch.name))
+        log.info("step_cached", step=STEP, key=doc_key)
+        if existing.reused_from is None:  # a retried pod may have stopped before publishing it
+            stepcache.publish(store, STEP, cache_key, run_id, doc_key, [existing.model.key, val_key])
         return {"cached": True, "val_top1": existing.last_val_top1, "val_top3": existing.last_val_top3}
+    reused = stepcache.reuse(
+        store, STEP, cache_key, reuse_steps=settings.reuse, force=settings.force, run_id=run_id,
+        model=TrainReport, dest_key=doc_key,
+        # evaluate reads the Keras reference predictions by this run's path: copied (small)
+        copies=lambda src: {layout.keras_val_predictions(src, arch.name): val_key})
+    if reused:
+        return {"reused_from": reused.reused_from.run_id, "val_top1": reused.last_val_top1,
+                "val_top3": reused.last_val_top3}
 
     train_shards = shard_paths(store, manifest, "train")
     val_shards = shard_paths(store, manifest, "validation")
@@ -138,7 +150,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     model_info = store.put_file(layout.keras_model(run_id, arch.name), outcome.model_path)
     buf = io.BytesIO()
     np.savez_compressed(buf, probs=outcome.val_probs, labels=outcome.val_labels)
-    store.put_bytes(layout.keras_val_predictions(run_id, arch.name), buf.getvalue())
+    store.put_bytes(val_key, buf.getvalue())
 
     import keras
     import tensorflow as tf
@@ -160,7 +172,8 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
         dataset_fingerprint=manifest.fingerprint, cache_key=cache_key,
         tensorflow_version=tf.__version__, keras_version=keras.__version__, code_version=code_version(),
     )
-    store.put_json(layout.train_json(run_id, arch.name), report)
+    store.put_json(doc_key, report)
+    stepcache.publish(store, STEP, cache_key, run_id, doc_key, [model_info.key, val_key])
     return {"cached": False, "epochs": epochs, "val_top1": round(last_top1, 2), "val_top3": round(last_top3, 2),
             "images_per_s": outcome.images_per_s, "wall_time_s": outcome.wall_time_s,
             "resumed_from_epoch": outcome.resumed_from_epoch}

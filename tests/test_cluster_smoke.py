@@ -27,19 +27,24 @@ def test_make_local_kind_shows_the_full_sequence_in_order():
         "releases/download/v",                    # pinned kind fetched into ./bin
         "sha256sum -c",                           # and checked
         "create cluster --name scenebench --image kindest/node:v",
-        "docker build --build-arg VARIANT=cpu",
-        "load docker-image scenebench:",
+        "docker build --platform linux/amd64 --build-arg VARIANT=cpu",
+        # through an archive of the one platform: `kind load docker-image` fails under
+        # Docker's containerd image store (kind#3795)
+        "docker save --platform linux/amd64 scenebench:",
+        "load image-archive /dev/stdin --name scenebench",
         "apply --server-side --force-conflicts -n argo -f https://github.com/argoproj/argo-workflows/releases/download/v",
         "rollout status deployment/workflow-controller",
-        "apply -k manifests/overlays/kind",
+        "../../manifests/overlays/kind",
+        "apply -k bin/kind-overlay",
         "rollout status deployment/minio",
         "rollout status deployment/scenebench-runner",
         "wait --for=condition=complete job/minio-create-bucket",
-        "-m jobs.submit --context kind-scenebench --namespace scenebench --name smoke-dry",
+        ".venv-cluster/bin/python -m jobs.submit --context kind-scenebench --namespace scenebench --name smoke-dry",
         "port-forward svc/minio",
         "-m jobs.artifacts cat runs/smoke-dry/leaderboard.md",
         "http://localhost:9001",
     ]
+    assert "load docker-image" not in out
     position = 0
     for step in steps:
         found = out.find(step, position)
@@ -49,6 +54,30 @@ def test_make_local_kind_shows_the_full_sequence_in_order():
     for line in out.splitlines():
         if line.lstrip().startswith("kubectl "):
             assert "--context kind-scenebench" in line, line
+
+
+def test_kind_cluster_tells_that_kubectl_context_was_switched():
+    out = dry_run("kind-cluster")
+    assert "config current-context" in out and "kubectl config use-context" in out
+
+
+def test_argo_cli_is_fetched_at_the_pinned_version_and_checked():
+    out = dry_run("argo-cli", "HOST_OS=darwin", "HOST_ARCH=arm64", "BIN_DIR=/nonexistent-bin")
+    version = re.search(r"^ARGO_VERSION\s*\?=\s*(\S+)", (REPO / "mk" / "cluster.mk").read_text(), re.M).group(1)
+    base = f"https://github.com/argoproj/argo-workflows/releases/download/{version}/"
+    assert base + "argo-darwin-arm64.gz" in out
+    assert base + "argo-workflows-cli-checksums.txt" in out
+    assert "' argo-darwin-arm64\\.gz$' argo-workflows-cli-checksums.txt" in out and "sha256sum -c argo.sha256" in out
+    assert f"/nonexistent-bin/argo-{version}" in out
+
+
+def test_cluster_commands_use_the_venv_without_tensorflow():
+    for target, variables in (("submit", ()), ("leaderboard", ("RUN=r",)), ("compare", ("RUN_A=a", "RUN_B=b")),
+                              ("local-kind", ("SMOKE_RUN=s",))):
+        out = dry_run("-B", target, *variables)
+        assert "pip install --quiet -e '.[cluster]'" in out, target
+        assert ".[cpu" not in out and ".venv/bin/" not in out, f"{target} installs or runs the TensorFlow venv"
+    assert "-m jobs.compare --store s3://scenebench/ a b" in dry_run("compare", "RUN_A=a", "RUN_B=b")
 
 
 def test_other_cluster_targets_dry_run():
@@ -64,7 +93,7 @@ def test_make_help_lists_the_cluster_targets():
     out = re.sub(r"\x1b\[[0-9;]*m", "", out)
     assert "$(" not in out, "a ## comment shows an unexpanded make variable"
     for target in ("image", "local-kind", "kind-down", "submit", "nightly-install", "cluster-apply", "leaderboard",
-                   "console"):
+                   "console", "compare", "argo-cli", "image-push", "install-cluster", "check-wheels"):
         assert f" {target} " in out, target
 
 

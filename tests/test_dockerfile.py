@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -72,22 +78,50 @@ def test_caches_point_at_tmp_for_a_read_only_root_filesystem():
         assert var in env
 
 
-def test_make_image_builds_with_the_variant():
-    out = subprocess.run(["make", "-n", "--no-print-directory", "image", "VARIANT=gpu"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
-    assert "build --build-arg VARIANT=gpu" in out and "-t scenebench:" in out and "-gpu ." in out
+def git_sha() -> str:
+    return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def make_n(*args: str) -> str:
+    return subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_make_image_builds_linux_amd64_tagged_with_the_commit():
+    out = make_n("image", "VARIANT=gpu")
+    assert "docker build --platform linux/amd64 --build-arg VARIANT=gpu" in out
     assert "--build-arg CODE_VERSION=" in out  # results record the code version of the image
-
-
-def test_image_tag_is_the_one_the_manifests_run():
-    import yaml
-
-    out = subprocess.run(["make", "-n", "--no-print-directory", "image"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    sha = git_sha()
     tag = re.search(r"-t (\S+) \.", out).group(1)
-    template = yaml.safe_load((REPO / "argo" / "workflowtemplate.yaml").read_text())
-    params = {p["name"]: p["value"] for p in template["spec"]["arguments"]["parameters"]}
+    # the commit names the build; "-dirty" says the tree had changes the commit does not hold
+    assert re.fullmatch(rf"scenebench:{sha}(-dirty)?-gpu", tag), tag
+    assert f"--build-arg GIT_SHA={sha}" in out
+    assert 'org.opencontainers.image.revision="${GIT_SHA}"' in " ".join(a for k, a in instructions() if k == "LABEL")
+
+
+def test_make_image_outside_a_git_checkout_asks_for_a_tag(tmp_path):
+    for name in ("Makefile", "pyproject.toml"):
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    (tmp_path / "mk").mkdir()
+    (tmp_path / "mk" / "cluster.mk").write_bytes((REPO / "mk" / "cluster.mk").read_bytes())
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
+    out = subprocess.run(["make", "--no-print-directory", "image", "DOCKER=false"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "not a git checkout" in out.stderr and "IMAGE=name:tag" in out.stderr
+
+
+def test_the_kind_cluster_runs_the_image_just_built():
+    kubectl = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    if not kubectl:
+        pytest.skip("kubectl (for its built-in kustomize) is not installed")
+    tag = re.search(r"-t (\S+) \.", make_n("image")).group(1)
+    subprocess.run(["make", "--no-print-directory", "kind-overlay"], cwd=REPO, capture_output=True, check=True)
+    rendered = subprocess.run([kubectl, "kustomize", str(REPO / "bin" / "kind-overlay")], capture_output=True,
+                              text=True, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    template = next(d for d in docs if d["kind"] == "WorkflowTemplate")
+    params = {p["name"]: p.get("value") for p in template["spec"]["arguments"]["parameters"]}
     assert params["image"] == tag
-    runner = yaml.safe_load_all((REPO / "manifests" / "overlays" / "kind" / "runner.yaml").read_text())
-    deployment = next(d for d in runner if d["kind"] == "Deployment")
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "scenebench-runner")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == tag

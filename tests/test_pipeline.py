@@ -1,4 +1,5 @@
-"""The whole study on one machine, tiny: the DESIGN.md tree, results last, re-runs cached, runs compared."""
+"""The whole study on one machine, tiny: the DESIGN.md tree, results last, re-runs cached, later runs reusing
+the models of the first, runs compared."""
 
 import json
 
@@ -6,7 +7,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from common import layout
-from common.schemas import ConvertReport, Pointer, Results
+from common.schemas import ConvertReport, EvalReport, Pointer, Results, TrainReport
 from common.store import LocalStore
 from jobs import pipeline
 
@@ -29,18 +30,23 @@ def two_runs(tmp_path_factory):
         first = pipeline.main(["--store", str(store_dir), "--run-id", "run-a", *TINY])
         with capture_logs() as rerun_logs:
             rerun = pipeline.main(["--store", str(store_dir), "--run-id", "run-a", *TINY])
-        second = pipeline.main(["--store", str(store_dir), "--run-id", "run-b", *TINY])
+        # A new run with the same code, data and parameters: only the latency is measured again.
+        with capture_logs() as second_logs:
+            second = pipeline.main(["--store", str(store_dir), "--run-id", "run-b", *TINY])
+        with capture_logs() as third_logs:
+            third = pipeline.main(["--store", str(store_dir), "--run-id", "run-c", "--reuse", "train",
+                                   "--baseline", "none", *TINY])
     finally:
         if old is None:
             os.environ.pop("SCENEBENCH_CACHE_DIR", None)
         else:
             os.environ["SCENEBENCH_CACHE_DIR"] = old
-    return LocalStore(store_dir), (first, rerun, second), rerun_logs
+    return LocalStore(store_dir), (first, rerun, second, third), rerun_logs, second_logs, third_logs
 
 
 def test_the_tree_of_a_run(two_runs):
-    store, codes, _ = two_runs
-    assert codes == (0, 0, 0)
+    store, codes, *_ = two_runs
+    assert codes == (0, 0, 0, 0)
     keys = set(store.list())
     run = "runs/run-a/"
     for key in ("run.json", "results.json", "leaderboard.md", "report.html", "pareto.png",
@@ -55,7 +61,7 @@ def test_the_tree_of_a_run(two_runs):
 
 
 def test_results_json_is_the_last_object_of_the_run(two_runs):
-    store, _, _ = two_runs
+    store, *_ = two_runs
     run = store.root / "runs" / "run-a"
     # logs/pipeline.jsonl records the run, aggregate included, so it is uploaded after it.
     files = [p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".sha256")
@@ -66,7 +72,7 @@ def test_results_json_is_the_last_object_of_the_run(two_runs):
 
 
 def test_results_have_every_model_measured_and_scored(two_runs):
-    store, _, _ = two_runs
+    store, *_ = two_runs
     r = store.get_model(layout.results_json("run-a"), Results)
     assert r.dataset_synthetic and len(r.classes) == 30
     assert {(m.arch, m.format) for m in r.models} == {("mobilenet_v2", "float32"), ("mobilenet_v2", "int8")}
@@ -97,7 +103,7 @@ def test_results_have_every_model_measured_and_scored(two_runs):
 
 
 def test_rerun_of_a_finished_run_skips_every_step(two_runs):
-    _, _, logs = two_runs
+    _, _, logs, *_ = two_runs
     cached = {(e.get("step"), e.get("format")) for e in logs if e["event"] == "step_cached"}
     for step in ("train",):
         assert (step, None) in cached
@@ -106,16 +112,60 @@ def test_rerun_of_a_finished_run_skips_every_step(two_runs):
     assert not [e for e in logs if e["event"] == "epoch_done"]
 
 
+def test_a_second_run_reuses_the_models_of_the_first(two_runs):
+    store, _, _, logs, _ = two_runs
+    events = [e["event"] for e in logs]
+    # no epoch trained, no model converted, no accuracy recomputed
+    assert "epoch_done" not in events
+    for step in ("train", "convert", "evaluate"):
+        summaries = [e for e in logs if e["event"] == f"{step}_summary"]
+        assert summaries and all(e["reused_from"] == "run-a" for e in summaries), (step, summaries)
+    reused = {(e["step"], e["from_run"]) for e in logs if e["event"] == "step_reused"}
+    assert reused == {("train", "run-a"), ("convert", "run-a"), ("evaluate", "run-a")}
+    # the latency is measured again: a new night is for measuring the phones
+    assert not [e for e in logs if e["event"] == "step_cached" and e.get("step") == "benchmark"]
+    assert any(k.endswith("/cpu.json") for k in store.list("runs/run-b/mobilenet_v2/int8/bench/"))
+    # run-b's documents say where their results come from; the model files are run-a's
+    train = store.get_model(layout.train_json("run-b", "mobilenet_v2"), TrainReport)
+    assert train.run_id == "run-b" and train.reused_from.run_id == "run-a"
+    assert train.model.key == layout.keras_model("run-a", "mobilenet_v2")
+    for fmt in ("float32", "int8"):
+        conv = store.get_model(layout.convert_json("run-b", "mobilenet_v2", fmt), ConvertReport)
+        assert conv.reused_from.run_id == "run-a" and conv.model.key == layout.tflite_model("run-a", "mobilenet_v2", fmt)
+        assert store.get_model(layout.eval_json("run-b", "mobilenet_v2", fmt), EvalReport).reused_from.run_id == "run-a"
+    assert not [k for k in store.list("runs/run-b/") if k.endswith((".keras", ".tflite"))]
+    # results.json, the leaderboard and the report's provenance say so
+    r = store.get_model(layout.results_json("run-b"), Results)
+    assert {(x.step, x.format, x.from_run_id) for x in r.reused} == {
+        ("train", None, "run-a"), ("convert", "float32", "run-a"), ("convert", "int8", "run-a"),
+        ("evaluate", "float32", "run-a"), ("evaluate", "int8", "run-a")}
+    assert all(m.status == "ok" and m.drop_top1 is not None and m.score for m in r.models)
+    assert "reused from run run-a" in store.get_bytes(layout.leaderboard_md("run-b")).decode()
+    html = store.get_bytes(layout.report_html("run-b")).decode()
+    assert "Reused results" in html and "reused from run run-a: train mobilenet_v2" in html
+
+
+def test_reuse_chooses_which_steps_may_be_reused(two_runs):
+    store, _, _, _, logs = two_runs
+    assert {e["step"] for e in logs if e["event"] == "step_reused"} == {"train"}
+    assert "epoch_done" not in [e["event"] for e in logs]
+    converted = [e for e in logs if e["event"] == "convert_summary"]
+    assert len(converted) == 2 and not any("reused_from" in e for e in converted)
+    assert all(store.exists(layout.tflite_model("run-c", "mobilenet_v2", f)) for f in ("float32", "int8"))
+    r = store.get_model(layout.results_json("run-c"), Results)
+    assert {x.step for x in r.reused} == {"train"}
+
+
 def test_second_run_is_compared_with_the_first(two_runs):
-    store, _, _ = two_runs
+    store, *_ = two_runs
     b = store.get_model(layout.results_json("run-b"), Results)
     assert b.baseline_run_id == "run-a"
     latest = store.get_model(layout.LATEST, Pointer)
-    assert latest.run_id == "run-b" and latest.results_key == layout.results_json("run-b")
+    assert latest.run_id == "run-c" and latest.results_key == layout.results_json("run-c")
     html = store.get_bytes(layout.report_html("run-b")).decode()
     assert "run-a" in html
     history = [json.loads((store.root / k).read_text())["run_id"] for k in store.list("results/history/")]
-    assert sorted(history) == ["run-a", "run-b"]
+    assert sorted(history) == ["run-a", "run-b", "run-c"]
 
 
 def test_bad_setting_stops_at_start(tmp_path, capsys):

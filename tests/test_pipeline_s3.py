@@ -97,3 +97,16 @@ def test_pipeline_on_s3_writes_the_tree_and_a_rerun_is_cached(s3_server, s3_buck
     # Nothing a cached step owns was written again.
     step_outputs = [k for k in before if k.startswith(("datasets/", f"runs/{RUN}/{ARCH}/"))]
     assert step_outputs and all(after[k] == before[k] for k in step_outputs)
+
+    # A new run with the same inputs finds run r1's results in the store: nothing trained or
+    # converted again, r1's files referenced, the latency measured afresh.
+    argv2 = [a if a != RUN else "r2" for a in argv]
+    assert pipeline.main(argv2) == 0, capsys.readouterr().err[-3000:]
+    third = _events(capsys.readouterr().out)
+    assert not [e for e in third if e.get("event") == "epoch_done"]
+    reused = {(e.get("step"), e.get("from_run")) for e in third if e.get("event") == "step_reused"}
+    assert reused == {("train", RUN), ("convert", RUN), ("evaluate", RUN)}
+    conv = store.get_json(layout.convert_json("r2", ARCH, FMT))
+    assert conv["reused_from"]["run_id"] == RUN and conv["model"]["key"] == layout.tflite_model(RUN, ARCH, FMT)
+    assert any(re.fullmatch(rf"runs/r2/{ARCH}/{FMT}/bench/[^/]+/cpu\.json", k) for k in store.list("runs/r2/"))
+    assert store.get_json(layout.results_json("r2"))["reused"]

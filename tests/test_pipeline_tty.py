@@ -165,7 +165,7 @@ def test_terminal_shows_progress_then_leaderboard_and_report_link(tmp_path):
     assert re.search(r"measured on: .*not an iPhone", screen), screen
     link = (store / "runs" / "tty" / "report.html").as_uri()
     assert link in screen.replace("\n", ""), screen
-    assert f"\x1b]8;".encode() in term.raw and link.encode() in term.raw  # an OSC 8 hyperlink
+    assert "\x1b]8;".encode() in term.raw and link.encode() in term.raw  # an OSC 8 hyperlink
     assert "python -m jobs.compare" in " ".join(screen.split())  # words wrap at the window's edge
     assert (store / layout.pipeline_log("tty")).is_file()
 

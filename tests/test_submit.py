@@ -288,7 +288,7 @@ def test_wait_rides_out_api_outages_then_shows_the_failed_steps_with_their_logs(
     assert len(retries) == 3 and t.sleeps[:3] == [2.0, 4.0, 7.0]  # back-off, then the server's Retry-After
     out = capsys.readouterr()
     assert f"https://argo.example.com/workflows/{NS}/{WF}" in out.err + out.out
-    assert f"Failed train(2) [train] exit 1" in out.out
+    assert "Failed train(2) [train] exit 1" in out.out
     assert "convert" not in out.out  # retried and succeeded: not a failed step
     assert "run.json does not exist" in out.out  # the failed pod's last log lines
     (log_call,) = [p for m, p, _ in submitted.requests if "/log" in p]

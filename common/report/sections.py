@@ -31,6 +31,7 @@ from common.report.cells import (
 from common.report.charts import pareto_points, svg_confusion, svg_distribution, svg_pareto, svg_per_class
 from common.schemas import BenchResult, EvalReport, Interval, ModelResult, PairedTest, QuantDebugReport, Regression, Results
 from common.stats import plus_minus
+from common.stepcache import describe_reused
 
 
 # ------------------------------------------------------------------ sections
@@ -213,11 +214,11 @@ def worst_layers_table(debug: dict[tuple[str, str], QuantDebugReport]) -> str:
     if not debug:
         return ""
     rows = []
-    for (arch, fmt), doc in sorted(debug.items()):
+    for (arch, format_), doc in sorted(debug.items()):
         ranked = sorted((x for x in doc.layers if x.rmse_over_scale is not None),
                         key=lambda x: x.rmse_over_scale, reverse=True)[:WORST_LAYERS]
         for rank, x in enumerate(ranked, start=1):
-            rows.append(f"<tr><td>{e(display_name(arch))}</td><td>{e(fmt)}</td><td class='num'>{rank}</td>"
+            rows.append(f"<tr><td>{e(display_name(arch))}</td><td>{e(format_)}</td><td class='num'>{rank}</td>"
                         f"<td>{e(', '.join(x.layers))}</td><td>{e(x.op)}</td>"
                         f"<td class='num' data-v='{x.rmse_over_scale:.6g}'>{x.rmse_over_scale:.2f}</td>"
                         f"<td class='num' data-v='{x.mean_error:.6g}'>{x.mean_error:.3g}</td>"
@@ -469,6 +470,7 @@ def provenance_section(results: Results, benches: Sequence[BenchResult]) -> str:
         ("Input size (H\u00d7W)", "\u00d7".join(map(str, p.image_size))), ("Epochs", str(p.epochs)),
         ("Initial weights", p.weights), ("Score C", f"{results.c:g}"), ("Score basis", results.score_basis),
         ("Runner", p.runner_url or "in-process"),
+        *(("Reused results", line) for line in describe_reused(results.reused)),
     ]
     dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items)
     settings: dict[str, set[str]] = {}
