@@ -72,19 +72,69 @@ def reuse_field() -> object:
 KEY_LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "numpy")
 
 
-def code_fingerprint(root: Path | None = None) -> str:
-    """The code part of a cache key: the sources of common/ and jobs/ and the library versions.
+PACKAGES = ("common", "jobs")
+
+
+def step_sources(root: Path, step: str) -> list[Path]:
+    """The project modules jobs/<step>.py can import, itself included: every `import common.x` /
+    `from common import x` / `from jobs.y import z` in them, followed recursively, including the
+    imports inside functions (read from the source, so a lazily imported module counts too)."""
+    import ast
+
+    def module_file(dotted: str) -> Path | None:
+        base = root.joinpath(*dotted.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    start = root / "jobs" / f"{step}.py"
+    if not start.is_file():
+        raise ValueError(f"no job module for step {step!r} under {root / 'jobs'}; valid values: {', '.join(REUSABLE)}")
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] not in PACKAGES:
+                    continue
+                for i in range(1, len(parts) + 1):  # the packages on the way count: their __init__ runs
+                    found = module_file(".".join(parts[:i]))
+                    if found is not None:
+                        todo.append(found)
+    return sorted(seen)
+
+
+def code_fingerprint(root: Path | None = None, step: str | None = None) -> str:
+    """The code part of a cache key: the sources a step can import and the library versions.
 
     Not `git describe`: that reads `<sha>-dirty` for every uncommitted edit, and a run after an
-    edit of the training code would reuse models trained before it. The image holds the same
-    files (installed), so a pod and a laptop on the same commit compute the same keys.
+    edit of the training code would reuse models trained before it. Not every source either:
+    an edit of the conversion code would retrain every model. With a step, the modules of
+    common/ and jobs/ that jobs/<step>.py imports, directly or not (step_sources); without
+    one, all of them. The image holds the same files (installed), so a pod and a laptop on the
+    same commit compute the same keys.
     """
     if root is None:
-        return _installed_code_fingerprint()
+        return _installed_code_fingerprint(step)
+    if step is None:
+        paths = sorted(p for package in PACKAGES for p in (root / package).rglob("*.py"))
+    else:
+        paths = step_sources(root, step)
     h = hashlib.sha256()
-    for package in ("common", "jobs"):
-        for path in sorted((root / package).rglob("*.py")):
-            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in paths:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in KEY_LIBRARIES:
         try:
             version = importlib.metadata.version(dist)
@@ -94,9 +144,9 @@ def code_fingerprint(root: Path | None = None) -> str:
     return h.hexdigest()[:32]
 
 
-@functools.lru_cache(maxsize=1)
-def _installed_code_fingerprint() -> str:
-    return code_fingerprint(Path(__file__).resolve().parent.parent)
+@functools.lru_cache(maxsize=None)
+def _installed_code_fingerprint(step: str | None) -> str:
+    return code_fingerprint(Path(__file__).resolve().parent.parent, step)
 
 
 def may_reuse(step: str, reuse: str, force: bool) -> bool:

@@ -69,7 +69,7 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     train = load_train_report(store, run_id, arch)
     n_cal = settings.calibration_samples if fmt in INTEGER_FORMATS else 0
     cache_key = stable_hash({"step": STEP, "model": train.model.sha256, "format": fmt,
-                             "calibration": n_cal, "seed": run.params.seed, "code": stepcache.code_fingerprint(),
+                             "calibration": n_cal, "seed": run.params.seed, "code": stepcache.code_fingerprint(step=STEP),
                              **({"float_layers": settings.float_layers} if fmt == "int8-selective" else {})})
     doc_key = layout.convert_json(run_id, arch, fmt)
     existing = store.try_get_model(doc_key, ConvertReport)

@@ -44,7 +44,7 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
     run, manifest = load_run(store, run_id)
     conv = load_convert_report(store, run_id, arch, fmt)
     cache_key = stable_hash({"step": STEP, "model": conv.model.sha256, "dataset": manifest.fingerprint,
-                             "code": stepcache.code_fingerprint()})
+                             "code": stepcache.code_fingerprint(step=STEP)})
     doc_key = layout.eval_json(run_id, arch, fmt)
     existing = store.try_get_model(doc_key, EvalReport)
     if existing and existing.cache_key == cache_key and not settings.force:

@@ -94,7 +94,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     cache_key = stable_hash({
         "step": STEP, "dataset": manifest.fingerprint, "arch": arch.name, "image_size": image_size,
         "epochs": epochs, "weights": weights if weights_sha is None else weights_sha, "batch": batch_size,
-        "seed": seed, "code": stepcache.code_fingerprint(), "mixed_precision": settings.mixed_precision,
+        "seed": seed, "code": stepcache.code_fingerprint(step=STEP), "mixed_precision": settings.mixed_precision,
     })
 
     doc_key, val_key = layout.train_json(run_id, arch.name), layout.keras_val_predictions(run_id, arch.name)

@@ -178,3 +178,32 @@ def test_the_code_part_of_a_key_changes_with_any_edit_of_the_sources(tmp_path):
     assert stepcache.code_fingerprint(tmp_path) != before
     (tmp_path / "jobs" / "newstep.py").write_text('"""a new module"""\n')
     assert len({before, stepcache.code_fingerprint(tmp_path)}) == 2
+
+
+def test_a_step_key_follows_only_the_sources_that_step_imports(tmp_path):
+    """An edit of the conversion code keeps the trained models (three networks, tens of minutes)
+    and changes what convert computes; an edit of the training code changes both."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for package in ("common", "jobs"):
+        shutil.copytree(repo / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    train_src = {p.relative_to(tmp_path).as_posix() for p in stepcache.step_sources(tmp_path, "train")}
+    assert {"jobs/train.py", "common/training.py", "common/archs.py", "common/dataset.py"} <= train_src
+    assert "common/quantdebug.py" not in train_src and "common/conversion.py" not in train_src
+    before = {s: stepcache.code_fingerprint(tmp_path, s) for s in ("train", "convert", "evaluate")}
+
+    quantdebug = tmp_path / "common" / "quantdebug.py"
+    quantdebug.write_text(quantdebug.read_text() + "\n# another choice of float layers\n")
+    after = {s: stepcache.code_fingerprint(tmp_path, s) for s in ("train", "convert", "evaluate")}
+    assert after["train"] == before["train"] and after["evaluate"] == before["evaluate"]
+    assert after["convert"] != before["convert"]
+
+    # a module imported only inside a function (as the jobs import TensorFlow-heavy code) counts too
+    training = tmp_path / "common" / "training.py"
+    training.write_text(training.read_text() + "\n# a changed recipe\n")
+    assert stepcache.code_fingerprint(tmp_path, "train") != after["train"]
+    assert stepcache.code_fingerprint(tmp_path, "convert") != after["convert"]  # convert imports training lazily
+    with pytest.raises(ValueError, match="no job module for step 'nonesuch'"):
+        stepcache.code_fingerprint(tmp_path, "nonesuch")
