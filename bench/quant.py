@@ -44,6 +44,11 @@ PHONE_INTEGER = ("int8", "int8-selective")
 GOAL_PTS = 0.5
 SWEEP = (50, 200, 1000)
 DEFAULT_CALIBRATION = 200
+# int8 and int8-selective again with activation ranges at these percentiles of the per-image
+# extremes (jobs.convert --calibration-percentile), each in a run of its own that reuses the
+# trained models through the step cache.
+PERCENTILES = (99.0,)
+RANGED = ("int8", "int8-selective")
 
 
 def prepare_args() -> list[str]:
@@ -143,7 +148,8 @@ def row(arch: str, fmt: str, n_cal: int, labels, float_pred, pred, keras_pred, s
 
 
 # ---------------------------------------------------------------- the bench
-def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list[int]) -> dict:
+def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list[int],
+        percentiles: tuple[float, ...] | list[float] = PERCENTILES) -> dict:
     from common import layout
     from common.schemas import ConvertReport, QuantDebugReport, TrainReport
     from common.store import open_store
@@ -159,7 +165,7 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
     log = open(work / "jobs.log", "a")  # noqa: SIM115 (open for the whole bench, closed at exit)
     timings: dict[str, float] = {}
     state = {"rows": [], "debug": {}, "train": {}, "timings": timings, "started": started, "run_id": rid,
-             "load_at_start": [round(x, 2) for x in os.getloadavg()]}
+             "load_at_start": [round(x, 2) for x in os.getloadavg()], "prepared": set()}
 
     t = time.monotonic()
     _job("prepare", base + prepare_args(), env, log)
@@ -193,21 +199,46 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
             preds[fmt] = predict(paths[fmt], images)
             if store.exists(layout.quant_debug_json(rid, arch, fmt)):
                 qd = store.get_model(layout.quant_debug_json(rid, arch, fmt), QuantDebugReport)
-                state["debug"][f"{arch}/{fmt}"] = [
-                    {"tensor": x.tensor, "op": x.op, "layers": x.layers, "rmse_over_scale": x.rmse_over_scale,
-                     "mean_error": x.mean_error, "scale": x.scale}
-                    for x in sorted(qd.layers, key=lambda x: -(x.rmse_over_scale or 0))[:5]]
+                state["debug"][f"{arch}/{fmt}"] = _worst5(qd)
         for fmt in formats:
             conv = convs[fmt]
             extra = {"weights_quantization": conv.weights_quantization, "float_layers": conv.float_layers,
-                     "input_dtype": conv.input.dtype}
+                     "input_dtype": conv.input.dtype, "calibration_percentile": 100.0}
             state["rows"].append(row(arch, fmt, conv.calibration_samples, labels, preds["float32"], preds[fmt],
                                      keras_pred, conv.model.size, host_ms(paths[fmt]), extra))
+        for pct in percentiles:
+            prid = f"{rid}-p{pct:g}"
+            pbase = ["--store", store_uri, "--run-id", prid]
+            if prid not in state["prepared"]:
+                _job("prepare", pbase + prepare_args(), env, log)
+                state["prepared"].add(prid)
+            events = _job("train", pbase + ["--arch", arch, "--epochs", str(EPOCHS[arch])], env, log)
+            state["train"][arch][f"p{pct:g}_run"] = _reuse_of(events)
+            for fmt in [f for f in RANGED if f in formats]:
+                t = time.monotonic()
+                _job("convert", pbase + ["--arch", arch, "--format", fmt, "--calibration-samples",
+                                         str(DEFAULT_CALIBRATION), "--calibration-percentile", f"{pct:g}"], env, log)
+                timings[f"convert_{arch}_{fmt}_p{pct:g}_s"] = round(time.monotonic() - t, 1)
+                conv = store.get_model(layout.convert_json(prid, arch, fmt), ConvertReport)
+                path = store.root / conv.model.key
+                if store.exists(layout.quant_debug_json(prid, arch, fmt)):
+                    qd = store.get_model(layout.quant_debug_json(prid, arch, fmt), QuantDebugReport)
+                    state["debug"][f"{arch}/{fmt}/p{pct:g}"] = _worst5(qd)
+                extra = {"weights_quantization": conv.weights_quantization, "float_layers": conv.float_layers,
+                         "input_dtype": conv.input.dtype, "calibration_percentile": pct, "run_id": prid}
+                state["rows"].append(row(arch, fmt, conv.calibration_samples, labels, preds["float32"],
+                                         predict(path, images), keras_pred, conv.model.size, host_ms(path), extra))
         if "int8" in formats:
             state["rows"] += calibration_sweep(store, manifest, rid, arch, size, sweep, images, labels,
                                                preds["float32"], keras_pred, work, timings)
         _write(out, state)
     return _write(out, state)
+
+
+def _worst5(qd) -> list[dict]:
+    return [{"tensor": x.tensor, "op": x.op, "layers": x.layers, "rmse_over_scale": x.rmse_over_scale,
+             "mean_error": x.mean_error, "scale": x.scale}
+            for x in sorted(qd.layers, key=lambda x: -(x.rmse_over_scale or 0))[:5]]
 
 
 def calibration_sweep(store, manifest, rid, arch, size, sweep, images, labels, float_pred, keras_pred, work, timings):
@@ -233,7 +264,7 @@ def calibration_sweep(store, manifest, rid, arch, size, sweep, images, labels, f
         path.write_bytes(blob)
         timings[f"sweep_{arch}_{n}_s"] = round(time.monotonic() - t, 1)
         out.append(row(arch, "int8", len(cal), labels, float_pred, predict(path, images), keras_pred,
-                       len(blob), host_ms(path), {"sweep": True}))
+                       len(blob), host_ms(path), {"sweep": True, "calibration_percentile": 100.0}))
     return out
 
 
@@ -245,7 +276,8 @@ def goal(rows: list[dict]) -> dict:
             continue
         g = out.setdefault(r["arch"], {"goal_pts": GOAL_PTS, "met_by": [], "float_top1": r["float_top1"]})
         if r["format"] in PHONE_INTEGER and r["drop_pts"] <= GOAL_PTS:
-            g["met_by"].append(r["format"])
+            pct = r.get("calibration_percentile", 100.0)
+            g["met_by"].append(r["format"] + ("" if pct >= 100 else f" (ranges p{pct:g})"))
     for g in out.values():
         g["float_top1_at_least_80"] = g["float_top1"] >= 80.0
         # a drop measured on a model that barely learnt says nothing about quantization
@@ -255,7 +287,8 @@ def goal(rows: list[dict]) -> dict:
 
 def _write(out: Path, state: dict) -> dict:
     doc = {"what": "top-1 lost by each integer format on models trained on the synthetic set (seeded)",
-           "config": {**CONFIG, "epochs": EPOCHS, "calibration_samples": DEFAULT_CALIBRATION},
+           "config": {**CONFIG, "epochs": EPOCHS, "calibration_samples": DEFAULT_CALIBRATION,
+                      "calibration_percentiles": [100.0, *PERCENTILES]},
            "run_id": state["run_id"], "dataset": "synthetic (not photographs)",
            "float_reference": "float32 .tflite of the same trained model, same validation images",
            "host": "LiteRT on this machine's CPU, 2 threads (not an iPhone); machine shared, timings inflated",
@@ -276,11 +309,14 @@ def table(doc: dict) -> str:
     trained = ", ".join(f"{a}: {t['this_run']}" for a, t in doc["train"].items())
     lines = [f"## int8 that keeps its accuracy (synthetic set, {cfg['image_size']}, epochs {epochs}; "
              f"wall time {doc['wall_time_s']} s on a shared 2-core machine; training {trained})", "",
-             "| arch | format | cal. | float top-1 | top-1 | drop pts [95 % CI] | McNemar p | agree % | MB | host ms |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| arch | format | cal. | ranges | float top-1 | top-1 | drop pts [95 % CI] | McNemar p | agree % | MB | host ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         lo, hi = r["drop_ci95"]
-        lines.append(f"| {r['arch']} | {r['format']} | {r['calibration_samples'] or '–'} | {r['float_top1']:.1f} | "
+        pct = r.get("calibration_percentile", 100.0)
+        ranges = "–" if r["format"] == "float32" else "min/max" if pct >= 100 else f"p{pct:g}"
+        lines.append(f"| {r['arch']} | {r['format']} | {r['calibration_samples'] or '–'} | {ranges} | "
+                     f"{r['float_top1']:.1f} | "
                      f"{r['top1']:.1f} | {r['drop_pts']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {r['mcnemar_p']:.3g} | "
                      f"{r['agreement']:.1f} | {r['size_mb']:.2f} | {r['host_ms']:.2f} |")
     lines += ["", f"Drop = float32 .tflite top-1 − this format's, on the same {doc['rows'][0]['images'] if doc['rows'] else 0} "
@@ -305,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", default=",".join(ARCH_NAMES))
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--sweep", default=",".join(str(n) for n in SWEEP), help="int8 calibration sample counts.")
+    parser.add_argument("--percentiles", default=",".join(f"{p:g}" for p in PERCENTILES),
+                        help="Activation-range percentiles for int8 and int8-selective besides min/max (empty: none).")
     args = parser.parse_args(argv)
     from common.workspace import cache_dir
 
@@ -313,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     if "float32" not in formats:
         formats.insert(0, "float32")  # the reference every drop is measured against
     sweep = [int(n) for n in args.sweep.split(",") if n]
-    doc = run(Path(args.out), work, args.archs.split(","), formats, sweep)
+    percentiles = [float(p) for p in args.percentiles.split(",") if p]
+    doc = run(Path(args.out), work, args.archs.split(","), formats, sweep, percentiles)
     text = table(doc)
     write_section(Path(args.out), "quant", text)
     print(text)

@@ -98,15 +98,20 @@ def convert(saved_model_dir: Path, fmt: str,
             + "; ".join(examples) + ". The GPU delegate and Core ML need static shapes: export the Keras "
             "model with a batch-1 input signature (common.conversion.export_saved_model)")
     if fmt == "int8":
-        wrong = raw_pixel_input_problem(blob)
-        if wrong:
-            raise ConversionError(wrong)
-        bad = requantization_mismatches(blob)
-        if bad:
-            raise ConversionError(
-                "int8 conversion gave byte-copying ops an output quantization different from their "
-                "input's, so the model would compute on wrongly scaled values: " + "; ".join(bad))
+        check_int8(blob)
     return blob
+
+
+def check_int8(blob: bytes) -> None:
+    """Refuse an int8 model that does not take raw pixels or whose byte-copying ops requantize."""
+    wrong = raw_pixel_input_problem(blob)
+    if wrong:
+        raise ConversionError(wrong)
+    bad = requantization_mismatches(blob)
+    if bad:
+        raise ConversionError(
+            "int8 conversion gave byte-copying ops an output quantization different from their "
+            "input's, so the model would compute on wrongly scaled values: " + "; ".join(bad))
 
 
 # The int8 input contract: an app hands the model its camera bytes as they are, and the

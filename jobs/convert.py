@@ -23,6 +23,8 @@ from common.workspace import cache_dir
 from jobs._io import load_run, load_train_report, local_model, shard_paths
 
 STEP = "convert"
+# The formats whose activation ranges --calibration-percentile sets (int16x8 keeps the converter's).
+RANGED_FORMATS = ("int8", "int8-selective")
 
 
 class ConvertSettings(StepSettings):
@@ -32,6 +34,11 @@ class ConvertSettings(StepSettings):
                                      description="Training images (stratified) used to calibrate integer formats.")
     float_layers: int = Field(5, ge=1, le=100,
                               description="int8-selective: at most this many of the debugger's worst layers stay float.")
+    calibration_percentile: float = Field(
+        100.0, ge=50, le=100,
+        description="int8, int8-selective: each activation range from this percentile of the tensor's per-image "
+                    "extremes over the calibration images (100: the converter's own min/max; 99 leaves out the "
+                    "two most extreme of 200 images).")
     reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
 
@@ -68,9 +75,11 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     run, manifest = load_run(store, run_id)
     train = load_train_report(store, run_id, arch)
     n_cal = settings.calibration_samples if fmt in INTEGER_FORMATS else 0
+    percentile = settings.calibration_percentile if fmt in RANGED_FORMATS else quantdebug.MINMAX_PERCENTILE
     cache_key = stable_hash({"step": STEP, "model": train.model.sha256, "format": fmt,
                              "calibration": n_cal, "seed": run.params.seed, "code": stepcache.code_fingerprint(step=STEP),
-                             **({"float_layers": settings.float_layers} if fmt == "int8-selective" else {})})
+                             **({"float_layers": settings.float_layers} if fmt == "int8-selective" else {}),
+                             **({"percentile": percentile} if percentile < quantdebug.MINMAX_PERCENTILE else {})})
     doc_key = layout.convert_json(run_id, arch, fmt)
     existing = store.try_get_model(doc_key, ConvertReport)
     if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
@@ -96,10 +105,16 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
             return progress.track(images_one_by_one(), "int8 calibration", total=len(images), unit="images")
     t0 = time.monotonic()
     debug_layers, float_layers, calibrated = None, [], None
+    if percentile < quantdebug.MINMAX_PERCENTILE:
+        calibrated = quantdebug.percentile_ranges(quantdebug.calibrate(saved_model, representative), representative,
+                                                  percentile)
     if fmt == "int8-selective":
-        sel = quantdebug.selective(saved_model, representative, settings.float_layers)
+        sel = quantdebug.selective(saved_model, representative, settings.float_layers, calibrated=calibrated)
         blob, float_layers, calibrated = sel.model, [x.tensor for x in sel.float_layers], sel.calibrated
         log.info("float_layers", layers=[f"{x.op} {'/'.join(x.layers)} ({x.rmse_over_scale})" for x in sel.float_layers])
+    elif calibrated is not None:  # int8 from the narrowed ranges: the converter's quantizer call, its checks
+        blob = quantdebug.quantize(calibrated)
+        conversion.check_int8(blob)
     else:
         blob = conversion.convert(saved_model, fmt, representative)
     seconds = time.monotonic() - t0
@@ -127,7 +142,9 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         model=ArtifactRef(key=info.key, sha256=info.sha256 or "", size=info.size),
         size_mb=round(info.size / 1e6, 3), input=inp, output=out, op_counts=ops,
         converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model (batch-1 input signature)"
-                  + (", calibrated, then quantized with the debugger's denylisted_nodes" if float_layers else ""),
+                  + (", calibrated, then quantized with the debugger's denylisted_nodes" if float_layers else "")
+                  + (f", activation ranges at the {percentile:g}th percentile of per-image extremes"
+                     if percentile < quantdebug.MINMAX_PERCENTILE else ""),
         seconds=round(seconds, 2), calibration_samples=n_cal, tensors=conversion.tensor_count(blob),
         dynamic_tensors=dynamic, gpu_compatibility=gpu,
         max_output_difference=round(diff, 8),

@@ -138,3 +138,32 @@ def test_choose_float_layers_takes_the_worst_above_the_line():
     assert [x.tensor for x in quantdebug.choose_float_layers(ls, 5, threshold=5.0)] == ["t1"]
     with pytest.raises(ConversionError, match="max_layers"):
         quantdebug.choose_float_layers(ls, 0)
+
+
+def _ranges(calibrated):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    graph = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated)).subgraphs[0]
+    return {t.name: (float(t.quantization.min[0]), float(t.quantization.max[0])) for t in graph.tensors
+            if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1}
+
+
+def test_percentile_ranges_narrow_every_activation_but_the_raw_pixel_input(net, tmp_path):
+    model, _, calib, probe, calibrated = net
+    rep = representative_from(calib)
+    assert quantdebug.percentile_ranges(calibrated, rep, 100) == calibrated  # the converter's own min/max
+    narrowed = quantdebug.percentile_ranges(calibrated, rep, 60)
+    before, after = _ranges(calibrated), _ranges(narrowed)
+    assert before.keys() == after.keys()
+    inside = [before[k][0] <= after[k][0] <= after[k][1] <= before[k][1] for k in before]
+    assert all(inside)
+    narrower = [k for k in before if after[k][1] - after[k][0] < before[k][1] - before[k][0]]
+    assert len(narrower) > len(before) // 2
+    (image,) = [k for k in before if after[k] == before[k] == (0.0, 255.0)]  # the input keeps 0..255
+    path = tmp_path / "p60.tflite"
+    path.write_bytes(quantdebug.quantize(narrowed))
+    inp, out, _ = inspect_tflite(path)
+    assert inp.dtype == "uint8" and inp.quantization.scale == 1.0 and inp.quantization.zero_point == 0
+    assert TFLiteClassifier(path).predict_one(probe[0]).shape == (30,)
+    with pytest.raises(ConversionError, match="between 50 and 100, got 40"):
+        quantdebug.percentile_ranges(calibrated, rep, 40)
