@@ -48,6 +48,9 @@ class PipelineSettings(StepSettings):
     max_side: int = Field(MAX_SIDE, ge=0, le=100_000,
                           description="Photos longer than this are stored downscaled to it (0: full size).")
     calibration_samples: int = Field(200, ge=1, le=10000, description="int8 calibration images.")
+    calibration_percentile: float = Field(100.0, ge=50, le=100, description=(
+        "int8, int8-selective: activation ranges from this percentile of each tensor's per-image extremes "
+        "(100: the converter's min/max)."))
     runner_url: str = Field("", description="Device-farm runner URL; empty = measure in-process on this host.")
     devices: str = Field("all", description="Runner devices to measure on: all or ids.")
     delegates: str = Field("", description="Delegates (cpu,gpu,coreml); empty = all a device supports.")
@@ -102,7 +105,9 @@ def step_argvs(s: PipelineSettings, run_id: str) -> list[tuple[str, str, list[st
     for arch in archs:
         for fmt in formats:
             steps.append(("convert", f"{arch}/{fmt}", base + reuse + ["--arch", arch, "--format", fmt,
-                                                                      "--calibration-samples", str(s.calibration_samples)]))
+                                                                      "--calibration-samples", str(s.calibration_samples),
+                                                                      "--calibration-percentile",
+                                                                      f"{s.calibration_percentile:g}"]))
             steps.append(("evaluate", f"{arch}/{fmt}", base + reuse + ["--arch", arch, "--format", fmt,
                                                                        "--num-threads", str(s.num_threads)]))
             bench = base + ["--arch", arch, "--format", fmt, "--num-threads", str(s.num_threads),
