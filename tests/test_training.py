@@ -150,9 +150,10 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, monk
     # The same training without the kill ends at the same place: data order, augmentation
     # and dropout draws depend on (seed, epoch), not on how many epochs this process ran.
     _prepare(store_dir, "r3", epochs=3)
-    assert train.main(["--store", str(store_dir), "--run-id", "r3", "--arch", "mobilenet_v2"]) == 0
+    # `--reuse none`: with the same cache key, r2's result would otherwise be reused as it is.
+    assert train.main(["--store", str(store_dir), "--run-id", "r3", "--arch", "mobilenet_v2", "--reuse", "none"]) == 0
     whole = LocalStore(store_dir).get_model(layout.train_json("r3", "mobilenet_v2"), TrainReport)
-    assert whole.resumed_from_epoch is None and whole.cache_key == report.cache_key
+    assert whole.resumed_from_epoch is None and whole.reused_from is None and whole.cache_key == report.cache_key
     for resumed_epoch, whole_epoch in zip(report.history, whole.history, strict=True):
         assert (resumed_epoch.val_top1, resumed_epoch.val_top3) == (whole_epoch.val_top1, whole_epoch.val_top3), \
             f"epoch {whole_epoch.epoch}: resumed {resumed_epoch.val_top1} %, uninterrupted {whole_epoch.val_top1} %"
