@@ -173,3 +173,30 @@ def test_bad_setting_stops_at_start(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--archs" in err and "mobilenet_v2" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_convert_job_with_percentile_ranges_makes_another_int8_model_on_raw_pixels(two_runs, tmp_path, monkeypatch):
+    """`--calibration-percentile 99` reaches the convert job: a new cache key and model, said in convert.json,
+    and the input contract (raw uint8 pixels, scale 1, zero point 0) kept. On a copy of the store, so the
+    other tests see run-a as the pipeline left it."""
+    import shutil
+
+    from jobs import convert
+
+    monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    store, *_ = two_runs
+    copy_dir = tmp_path / "store"
+    shutil.copytree(store.root, copy_dir)
+    copy = LocalStore(copy_dir)
+    doc_key = layout.convert_json("run-a", "mobilenet_v2", "int8")
+    before = copy.get_model(doc_key, ConvertReport)
+    assert convert.main(["--store", str(copy_dir), "--run-id", "run-a", "--arch", "mobilenet_v2", "--format", "int8",
+                         "--calibration-samples", "20", "--calibration-percentile", "99", "--reuse", "none"]) == 0
+    after = copy.get_model(doc_key, ConvertReport)
+    assert after.cache_key != before.cache_key and after.reused_from is None
+    assert after.model.sha256 != before.model.sha256
+    assert "99th percentile of per-image extremes" in after.converter
+    assert "percentile" not in before.converter
+    assert after.input.dtype == "uint8"
+    assert (after.input.quantization.scale, after.input.quantization.zero_point) == (1.0, 0)
+    assert after.dynamic_tensors == 0
