@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1"
 
-Format = Literal["float32", "int8", "float16", "dynamic", "int8-selective", "int16x8"]
-FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic", "int8-selective", "int16x8")
+Format = Literal["float32", "int8", "float16", "dynamic", "int8-selective", "int16x8", "int8-qat"]
+FORMATS: tuple[str, ...] = ("float32", "int8", "float16", "dynamic", "int8-selective", "int16x8", "int8-qat")
 # Formats calibrated on training images (integer activations); the debugger diagnoses them.
-INTEGER_FORMATS: tuple[str, ...] = ("int8", "int8-selective", "int16x8")
+INTEGER_FORMATS: tuple[str, ...] = ("int8", "int8-selective", "int16x8", "int8-qat")
 Delegate = Literal["cpu", "gpu", "coreml"]
 DELEGATES: tuple[str, ...] = ("cpu", "gpu", "coreml")
 # What ran the graph: a delegate, or "partial" when the requested delegate took only part of the
@@ -210,6 +210,21 @@ class GpuCompatibility(Doc):
     tool: str
 
 
+class QatInfo(Doc):
+    """int8-qat: the quantization-aware fine-tuning that preceded the conversion (common.qat)."""
+
+    epochs: int
+    steps: int
+    batch_size: int
+    learning_rate: float = Field(description="constant, the recipe's peak times common.qat.LR_FACTOR")
+    optimizer: str
+    ema_decay: float = Field(description="moving average of each batch's extremes that sets the ranges")
+    fake_quant_layers: int = Field(description="activations fake-quantized in training; their ranges are the model's")
+    observed_images: int = Field(description="calibration images that set the starting ranges")
+    loss_by_epoch: list[float]
+    seconds: float
+
+
 class ConvertReport(Versioned):
     kind: Literal["convert"] = "convert"
     run_id: str
@@ -227,6 +242,7 @@ class ConvertReport(Versioned):
         default=None, description="how integer weights are scaled, read from the file (None: float weights)")
     float_layers: list[str] = Field(
         default_factory=list, description="int8-selective: output tensors of the layers kept float, as the debugger named them")
+    qat: QatInfo | None = Field(default=None, description="int8-qat: the fine-tuning with fake-quantized activations")
     tensors: int | None = Field(default=None, description="tensors in the model")
     dynamic_tensors: int | None = Field(default=None, description="tensors with -1 in their shape signature (must be 0)")
     gpu_compatibility: GpuCompatibility | None = None

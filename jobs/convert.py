@@ -17,7 +17,8 @@ from common.hashing import stable_hash
 from common.jobkit import StepSettings, parser_for, require_run_id, run_job
 from common.logging import get_logger
 from common.provenance import code_version
-from common.schemas import FORMATS, INTEGER_FORMATS, ArtifactRef, ConvertReport, QuantDebugReport, TrainReport
+from common.schemas import (FORMATS, INTEGER_FORMATS, ArtifactRef, ConvertReport, QatInfo, QuantDebugReport,
+                            TrainReport)
 from common.store import ArtifactStore
 from common.workspace import cache_dir
 from jobs._io import load_run, load_train_report, local_model, shard_paths
@@ -39,6 +40,10 @@ class ConvertSettings(StepSettings):
         description="int8, int8-selective: each activation range from this percentile of the tensor's per-image "
                     "extremes over the calibration images (100: the converter's own min/max; 99 leaves out the "
                     "two most extreme of 200 images).")
+    qat_epochs: int = Field(1, ge=1, le=50,
+                            description="int8-qat: epochs of quantization-aware fine-tuning on the training split.")
+    jit_compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="int8-qat: XLA-compile the fine-tuning step (auto: Keras's choice, off without a GPU).")
     reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
 
@@ -79,7 +84,10 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     cache_key = stable_hash({"step": STEP, "model": train.model.sha256, "format": fmt,
                              "calibration": n_cal, "seed": run.params.seed, "code": stepcache.code_fingerprint(step=STEP),
                              **({"float_layers": settings.float_layers} if fmt == "int8-selective" else {}),
-                             **({"percentile": percentile} if percentile < quantdebug.MINMAX_PERCENTILE else {})})
+                             **({"percentile": percentile} if percentile < quantdebug.MINMAX_PERCENTILE else {}),
+                             **({"qat_epochs": settings.qat_epochs, "dataset": manifest.fingerprint,
+                                 **({"jit": settings.jit_compile} if settings.jit_compile != "auto" else {})}
+                                if fmt == "int8-qat" else {})})
     doc_key = layout.convert_json(run_id, arch, fmt)
     existing = store.try_get_model(doc_key, ConvertReport)
     if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
@@ -104,7 +112,11 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         def representative():
             return progress.track(images_one_by_one(), "int8 calibration", total=len(images), unit="images")
     t0 = time.monotonic()
-    debug_layers, float_layers, calibrated = None, [], None
+    debug_layers, float_layers, calibrated, qat = None, [], None, None
+    tmp_dir = tempfile.TemporaryDirectory()
+    if fmt == "int8-qat":
+        saved_model, qat = _quantization_aware(store, run, manifest, train, images, settings.qat_epochs,
+                                               Path(tmp_dir.name), log, settings.jit_compile)
     if percentile < quantdebug.MINMAX_PERCENTILE:
         calibrated = quantdebug.percentile_ranges(quantdebug.calibrate(saved_model, representative), representative,
                                                   percentile)
@@ -115,10 +127,10 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     elif calibrated is not None:  # int8 from the narrowed ranges: the converter's quantizer call, its checks
         blob = quantdebug.quantize(calibrated)
         conversion.check_int8(blob)
-    else:
-        blob = conversion.convert(saved_model, fmt, representative)
+    else:  # int8-qat: the int8 conversion of the fine-tuned model, which carries its own ranges
+        blob = conversion.convert(saved_model, "int8" if fmt == "int8-qat" else fmt, representative)
     seconds = time.monotonic() - t0
-    if fmt in ("int8", "int8-selective"):
+    if fmt in ("int8", "int8-selective", "int8-qat"):
         debug_layers = _diagnose(saved_model, representative, float_layers, calibrated)
     # The shapes are checked inside convert(); the network itself is checked here: a route
     # that keeps the shapes but loses the weights gives other outputs than the SavedModel.
@@ -144,19 +156,46 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         converter=f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model (batch-1 input signature)"
                   + (", calibrated, then quantized with the debugger's denylisted_nodes" if float_layers else "")
                   + (f", activation ranges at the {percentile:g}th percentile of per-image extremes"
-                     if percentile < quantdebug.MINMAX_PERCENTILE else ""),
+                     if percentile < quantdebug.MINMAX_PERCENTILE else "")
+                  + (f", after {qat.epochs} epoch(s) of quantization-aware fine-tuning (fake-quantized activations, "
+                     "their learnt ranges kept)" if qat else ""),
         seconds=round(seconds, 2), calibration_samples=n_cal, tensors=conversion.tensor_count(blob),
         dynamic_tensors=dynamic, gpu_compatibility=gpu,
         max_output_difference=round(diff, 8),
-        weights_quantization=quantdebug.weights_granularity(blob), float_layers=float_layers,
+        weights_quantization=quantdebug.weights_granularity(blob), float_layers=float_layers, qat=qat,
         source_model_sha256=train.model.sha256,
         cache_key=cache_key, code_version=code_version(),
     )
     store.put_json(doc_key, report)
     stepcache.publish(store, STEP, cache_key, run_id, doc_key, [info.key])
+    tmp_dir.cleanup()
     return {"cached": False, "size_mb": report.size_mb, "seconds": report.seconds,
             "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values()), "dynamic_tensors": dynamic,
             "gpu_compatible": gpu.compatible, "gpu_unsupported_ops": sorted({i.op for i in gpu.ops})}
+
+
+def _quantization_aware(store: ArtifactStore, run, manifest, train: TrainReport, calibration, epochs: int,
+                        work: Path, log, jit_compile: str = "auto") -> tuple[Path, QatInfo]:
+    """Fine-tune the trained model with fake-quantized activations (common.qat); its SavedModel."""
+    from common import dataset as data
+    from common import qat, training
+    from common.archs import get_arch
+    from common.conversion import export_saved_model
+
+    size = tuple(train.image_size)
+    shards = shard_paths(store, manifest, "train")
+    model = training.float32_copy(training.load_keras_model(local_model(store, train)), train.arch, size,
+                                  train.num_classes)
+    recipe = training.effective_recipe(get_arch(train.arch), pretrained=train.weights != "none")
+    out = qat.fine_tune(model, lambda b, s: data.load_split(shards, size, b, training=True, seed=s),
+                        manifest.splits["train"].count, recipe=recipe, epochs=epochs, batch_size=train.batch_size,
+                        seed=run.params.seed, calibration=calibration,
+                        callbacks=[progress.keras_callback(epochs)], jit_compile=jit_compile)
+    info = QatInfo(epochs=epochs, steps=out.steps, batch_size=out.batch_size, learning_rate=out.learning_rate,
+                   optimizer=out.optimizer, ema_decay=out.ema_decay, fake_quant_layers=out.fake_quant_layers,
+                   observed_images=out.observed_images, loss_by_epoch=out.loss_by_epoch, seconds=out.seconds)
+    log.info("qat_done", **info.model_dump())
+    return export_saved_model(out.model, work / "qat_saved_model"), info
 
 
 def _diagnose(saved_model: Path, representative, float_layers: list[str], calibrated: bytes | None):

@@ -51,6 +51,7 @@ class PipelineSettings(StepSettings):
     calibration_percentile: float = Field(100.0, ge=50, le=100, description=(
         "int8, int8-selective: activation ranges from this percentile of each tensor's per-image extremes "
         "(100: the converter's min/max)."))
+    qat_epochs: int = Field(1, ge=1, le=50, description="int8-qat: epochs of quantization-aware fine-tuning.")
     runner_url: str = Field("", description="Device-farm runner URL; empty = measure in-process on this host.")
     devices: str = Field("all", description="Runner devices to measure on: all or ids.")
     delegates: str = Field("", description="Delegates (cpu,gpu,coreml); empty = all a device supports.")
@@ -107,7 +108,8 @@ def step_argvs(s: PipelineSettings, run_id: str) -> list[tuple[str, str, list[st
             steps.append(("convert", f"{arch}/{fmt}", base + reuse + ["--arch", arch, "--format", fmt,
                                                                       "--calibration-samples", str(s.calibration_samples),
                                                                       "--calibration-percentile",
-                                                                      f"{s.calibration_percentile:g}"]))
+                                                                      f"{s.calibration_percentile:g}",
+                                                                      "--qat-epochs", str(s.qat_epochs)]))
             steps.append(("evaluate", f"{arch}/{fmt}", base + reuse + ["--arch", arch, "--format", fmt,
                                                                        "--num-threads", str(s.num_threads)]))
             bench = base + ["--arch", arch, "--format", fmt, "--num-threads", str(s.num_threads),

@@ -36,6 +36,9 @@ class TrainSettings(StepSettings):
     seed: int | None = Field(None, description="Random seed (default: the run's).")
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto", description="mixed_float16 training: auto = on when TensorFlow sees a GPU.")
+    jit_compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="XLA-compile the training step: auto = Keras's choice (off without a GPU). "
+                            "ResNet50 on a CPU trains about twice as fast with it.")
     reuse: stepcache.ReuseSteps = stepcache.reuse_field()
 
     @field_validator("image_size")
@@ -95,6 +98,7 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
         "step": STEP, "dataset": manifest.fingerprint, "arch": arch.name, "image_size": image_size,
         "epochs": epochs, "weights": weights if weights_sha is None else weights_sha, "batch": batch_size,
         "seed": seed, "code": stepcache.code_fingerprint(step=STEP), "mixed_precision": settings.mixed_precision,
+        **({"jit_compile": settings.jit_compile} if settings.jit_compile != "auto" else {}),
     })
 
     doc_key, val_key = layout.train_json(run_id, arch.name), layout.keras_val_predictions(run_id, arch.name)
@@ -137,7 +141,8 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
 
     config = training.TrainConfig(arch=arch.name, image_size=image_size, epochs=epochs,
                                   num_classes=num_classes, weights=weights_value, batch_size=batch_size,
-                                  seed=seed, mixed_precision=settings.mixed_precision)
+                                  seed=seed, mixed_precision=settings.mixed_precision,
+                                  jit_compile=settings.jit_compile)
     outcome = training.train(
         config,
         make_train_ds=lambda b, s: data.load_split(train_shards, image_size, b, training=True, seed=s),

@@ -200,3 +200,37 @@ def test_convert_job_with_percentile_ranges_makes_another_int8_model_on_raw_pixe
     assert after.input.dtype == "uint8"
     assert (after.input.quantization.scale, after.input.quantization.zero_point) == (1.0, 0)
     assert after.dynamic_tensors == 0
+
+
+def test_convert_job_int8_qat_fine_tunes_then_converts_to_raw_pixel_int8(two_runs, tmp_path, monkeypatch):
+    """`--format int8-qat`: a fine-tuning with fake-quantized activations on the run's training split,
+    recorded in convert.json, then a full-integer model on raw pixels with its debugger report. The
+    code before it refuses the format (exit 2)."""
+    import shutil
+
+    from common.schemas import QuantDebugReport
+    from jobs import convert
+
+    monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    store, *_ = two_runs
+    copy_dir = tmp_path / "store"
+    shutil.copytree(store.root, copy_dir)
+    copy = LocalStore(copy_dir)
+    assert convert.main(["--store", str(copy_dir), "--run-id", "run-a", "--arch", "mobilenet_v2", "--format",
+                         "int8-qat", "--calibration-samples", "20", "--reuse", "none"]) == 0
+    doc = copy.get_model(layout.convert_json("run-a", "mobilenet_v2", "int8-qat"), ConvertReport)
+    int8 = copy.get_model(layout.convert_json("run-a", "mobilenet_v2", "int8"), ConvertReport)
+    assert doc.qat is not None and int8.qat is None
+    assert doc.qat.epochs == 1 and doc.qat.steps >= 1 and doc.qat.fake_quant_layers > 40
+    assert doc.qat.observed_images == 20 and len(doc.qat.loss_by_epoch) == 1
+    assert "quantization-aware fine-tuning" in doc.converter
+    assert doc.input.dtype == "uint8" and doc.output.dtype == "uint8"
+    assert (doc.input.quantization.scale, doc.input.quantization.zero_point) == (1.0, 0)
+    assert doc.dynamic_tensors == 0 and doc.weights_quantization == "per-channel"
+    assert doc.model.sha256 != int8.model.sha256
+    debug = copy.get_model(layout.quant_debug_json("run-a", "mobilenet_v2", "int8-qat"), QuantDebugReport)
+    assert debug.layers and debug.model_sha256 == doc.model.sha256
+    # a second call finds its own result
+    assert convert.main(["--store", str(copy_dir), "--run-id", "run-a", "--arch", "mobilenet_v2", "--format",
+                         "int8-qat", "--calibration-samples", "20", "--reuse", "none"]) == 0
+    assert copy.get_model(layout.convert_json("run-a", "mobilenet_v2", "int8-qat"), ConvertReport) == doc
