@@ -276,6 +276,30 @@ def reuse(store: ArtifactStore, step: str, cache_key: str, *, reuse_steps: str, 
     return adopt(store, hit, model, run_id, dest_key, copies(hit.entry.run_id) if copies else None)
 
 
+def earlier_result(store: ArtifactStore, step: str, cache_key: str, *, run_id: str, doc_key: str, model: type[M],
+                   force: bool, reuse_steps: str, log, files: Callable[[M], Sequence[str]] = lambda doc: (),
+                   copies: Callable[[str], Mapping[str, str]] | None = None) -> tuple[M, dict] | None:
+    """A step's result that need not be computed again, with how it was found; None: compute it.
+
+    First this run's own document, when it has this cache key and its files are all in the store
+    ({"cached": True}; offered to the cache again if this run computed it, since a retried pod
+    may have stopped before publishing it); then another run's through the cache, when the
+    step may reuse ({"reused_from": run id}). `files(doc)`: the document's files.
+    """
+    if not force:
+        existing = store.try_get_model(doc_key, model)
+        if existing is not None and existing.cache_key == cache_key and all(store.exists(k) for k in files(existing)):
+            log.info("step_cached", step=step, key=doc_key)
+            if existing.reused_from is None:
+                publish(store, step, cache_key, run_id, doc_key, list(files(existing)))
+            return existing, {"cached": True}
+    reused = reuse(store, step, cache_key, reuse_steps=reuse_steps, force=force, run_id=run_id, model=model,
+                   dest_key=doc_key, copies=copies)
+    if reused is None:
+        return None
+    return reused, {"reused_from": reused.reused_from.run_id}
+
+
 def reused_steps(trains: Mapping[str, TrainReport | None],
                  converts: Mapping[tuple[str, str], ConvertReport | None],
                  evals: Mapping[tuple[str, str], EvalReport | None]) -> list[ReusedStep]:

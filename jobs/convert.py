@@ -89,16 +89,12 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
                                  **({"jit": settings.jit_compile} if settings.jit_compile != "auto" else {})}
                                 if fmt == "int8-qat" else {})})
     doc_key = layout.convert_json(run_id, arch, fmt)
-    existing = store.try_get_model(doc_key, ConvertReport)
-    if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
-        log.info("step_cached", step=STEP, key=doc_key)
-        if existing.reused_from is None:  # a retried pod may have stopped before publishing it
-            stepcache.publish(store, STEP, cache_key, run_id, doc_key, [existing.model.key])
-        return {"cached": True, "size_mb": existing.size_mb}
-    reused = stepcache.reuse(store, STEP, cache_key, reuse_steps=settings.reuse, force=settings.force,
-                             run_id=run_id, model=ConvertReport, dest_key=doc_key)
-    if reused:
-        return {"reused_from": reused.reused_from.run_id, "size_mb": reused.size_mb}
+    earlier = stepcache.earlier_result(store, STEP, cache_key, run_id=run_id, doc_key=doc_key, model=ConvertReport,
+                                       force=settings.force, reuse_steps=settings.reuse, log=log,
+                                       files=lambda doc: [doc.model.key])
+    if earlier:
+        doc, how = earlier
+        return {**how, "size_mb": doc.size_mb}
 
     import tensorflow as tf
 

@@ -46,16 +46,11 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
     cache_key = stable_hash({"step": STEP, "model": conv.model.sha256, "dataset": manifest.fingerprint,
                              "code": stepcache.code_fingerprint(step=STEP)})
     doc_key = layout.eval_json(run_id, arch, fmt)
-    existing = store.try_get_model(doc_key, EvalReport)
-    if existing and existing.cache_key == cache_key and not settings.force:
-        log.info("step_cached", step=STEP, key=doc_key)
-        if existing.reused_from is None:  # a retried pod may have stopped before publishing it
-            stepcache.publish(store, STEP, cache_key, run_id, doc_key)
-        return {"cached": True, "top1": existing.top1, "top3": existing.top3}
-    reused = stepcache.reuse(store, STEP, cache_key, reuse_steps=settings.reuse, force=settings.force,
-                             run_id=run_id, model=EvalReport, dest_key=doc_key)
-    if reused:
-        return {"reused_from": reused.reused_from.run_id, "top1": reused.top1, "top3": reused.top3}
+    earlier = stepcache.earlier_result(store, STEP, cache_key, run_id=run_id, doc_key=doc_key, model=EvalReport,
+                                       force=settings.force, reuse_steps=settings.reuse, log=log)
+    if earlier:
+        doc, how = earlier
+        return {**how, "top1": doc.top1, "top3": doc.top3}
 
     t0 = time.monotonic()
     clf = TFLiteClassifier(local_model(store, conv), num_threads=settings.num_threads)

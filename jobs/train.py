@@ -102,20 +102,14 @@ def run_train(settings: TrainSettings, store: ArtifactStore) -> dict:
     })
 
     doc_key, val_key = layout.train_json(run_id, arch.name), layout.keras_val_predictions(run_id, arch.name)
-    existing = store.try_get_model(doc_key, TrainReport)
-    if existing and existing.cache_key == cache_key and store.exists(existing.model.key) and not settings.force:
-        log.info("step_cached", step=STEP, key=doc_key)
-        if existing.reused_from is None:  # a retried pod may have stopped before publishing it
-            stepcache.publish(store, STEP, cache_key, run_id, doc_key, [existing.model.key, val_key])
-        return {"cached": True, "val_top1": existing.last_val_top1, "val_top3": existing.last_val_top3}
-    reused = stepcache.reuse(
-        store, STEP, cache_key, reuse_steps=settings.reuse, force=settings.force, run_id=run_id,
-        model=TrainReport, dest_key=doc_key,
+    earlier = stepcache.earlier_result(
+        store, STEP, cache_key, run_id=run_id, doc_key=doc_key, model=TrainReport, force=settings.force,
+        reuse_steps=settings.reuse, log=log, files=lambda doc: [doc.model.key, val_key],
         # evaluate reads the Keras reference predictions by this run's path: copied (small)
         copies=lambda src: {layout.keras_val_predictions(src, arch.name): val_key})
-    if reused:
-        return {"reused_from": reused.reused_from.run_id, "val_top1": reused.last_val_top1,
-                "val_top3": reused.last_val_top3}
+    if earlier:
+        doc, how = earlier
+        return {**how, "val_top1": doc.last_val_top1, "val_top3": doc.last_val_top3}
 
     train_shards = shard_paths(store, manifest, "train")
     val_shards = shard_paths(store, manifest, "validation")
