@@ -21,10 +21,13 @@ activations' (the debugger's per-layer figures for the int8 models).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
+
+from common.archs import _all_layers
 
 # Moving average of each batch's min/max during fine-tuning. tensorflow-model-optimization's
 # MovingAverageQuantizer uses 0.999 over a whole training; one epoch of fine-tuning needs a
@@ -46,14 +49,9 @@ _FUSED_ACTIVATIONS = ("relu", "relu6")
 _FOLDED_INTO_NEXT = ("Conv2D", "DepthwiseConv2D", "Dense", "SeparableConv2D")
 _PREPROCESSING = ("Rescaling", "Normalization", "CaffePreprocess")
 
-_FQ = None
-
-
+@functools.cache
 def fake_quant_class():
     """The registered Keras layer (created on first use, so importing this module needs no Keras)."""
-    global _FQ
-    if _FQ is not None:
-        return _FQ
     import keras
 
     @keras.saving.register_keras_serializable(package="scenebench")
@@ -94,15 +92,7 @@ def fake_quant_class():
         def get_config(self):
             return {**super().get_config(), "ema_decay": self.ema_decay}
 
-    _FQ = FakeQuant
-    return _FQ
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+    return FakeQuant
 
 
 def _consumers(model) -> dict[str, list]:
@@ -268,7 +258,7 @@ def fine_tune(model, make_train_ds: Callable[[int, int], object], num_train: int
     qmodel.compile(optimizer=training.make_optimizer(recipe, lr),
                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
                    metrics=[keras.metrics.CategoricalAccuracy(name="top1")],
-                   jit_compile={"auto": "auto", "on": True, "off": False}[jit_compile])
+                   jit_compile=training.keras_jit_compile(jit_compile))
     losses = []
     for epoch in range(epochs):
         data_seed = training.seed_epoch(qmodel, seed, 1000 + epoch)

@@ -215,8 +215,13 @@ def compile_for_phase(model, recipe: Recipe, phase: Phase, phase_steps: int, bat
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                  keras.metrics.TopKCategoricalAccuracy(k=3, name="top3")],
-        jit_compile={"auto": "auto", "on": True, "off": False}[jit_compile],
+        jit_compile=keras_jit_compile(jit_compile),
     )
+
+
+def keras_jit_compile(mode: Literal["auto", "on", "off"]):
+    """Keras's compile(jit_compile=...) value for a job's --jit-compile setting."""
+    return {"auto": "auto", "on": True, "off": False}[mode]
 
 
 def detect_hardware(mixed_precision: bool, strategy) -> Hardware:

@@ -36,7 +36,7 @@ def _images(n, seed=1):
 
 
 def _by_name(model):
-    return {layer.name: layer for layer in qat._all_layers(model)}
+    return {layer.name: layer for layer in archs._all_layers(model)}
 
 
 def test_int8_qat_is_a_registered_integer_format():
