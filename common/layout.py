@@ -54,6 +54,12 @@ def keras_val_predictions(run_id: str, arch: str) -> str:
     return f"runs/{run_id}/{arch}/model/val_predictions.npz"
 
 
+def qat_float_predictions(run_id: str, arch: str) -> str:
+    """int8-qat: the fine-tuned weights' probabilities in float (fake quantization passed through)
+    on the validation split, the reference for what the int8 conversion of those weights loses."""
+    return f"runs/{run_id}/{arch}/int8-qat/finetuned_float_val_predictions.npz"
+
+
 def checkpoint_prefix(run_id: str, arch: str) -> str:
     return f"runs/{run_id}/{arch}/checkpoints/"
 

@@ -61,13 +61,15 @@ def fake_quant_class():
         `observing`: while True (eager calls only), the layer records the running min/max of
         what passes and returns it unquantized: the starting ranges, as the converter's
         calibration would set them. In training the range follows each batch's extremes with
-        EMA_DECAY; in inference it is fixed.
+        EMA_DECAY; in inference it is fixed. `bypass`: while True (eager calls only), the layer
+        passes its input through untouched: the fine-tuned weights in float.
         """
 
         def __init__(self, ema_decay: float = EMA_DECAY, **kwargs):
             super().__init__(**kwargs)
             self.ema_decay = float(ema_decay)
             self.observing = False
+            self.bypass = False
 
         def build(self, input_shape):
             self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros", trainable=False)
@@ -76,6 +78,8 @@ def fake_quant_class():
         def call(self, x, training=None):
             import tensorflow as tf
 
+            if self.bypass:
+                return x
             lo = tf.minimum(tf.reduce_min(x), 0.0)  # an 8-bit range always holds 0 exactly
             hi = tf.maximum(tf.reduce_max(x), 0.0)
             if self.observing:
@@ -215,6 +219,24 @@ def observe_ranges(model, batches: Iterable[np.ndarray]) -> int:
         for fq in fqs:
             fq.observing = False
     return n
+
+
+def float_predictions(model, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of a fake-quantized model with every FakeQuant passed through (eager), and
+    the labels: what its fine-tuned weights score in float, the reference that separates what
+    quantization costs from what the extra training gained. `batches`: (images, integer labels)."""
+    fqs = fake_quant_layers(model)
+    for fq in fqs:
+        fq.bypass = True
+    probs, labels = [], []
+    try:
+        for x, y in batches:
+            probs.append(np.asarray(model(np.asarray(x, dtype=np.float32), training=False)))
+            labels.append(np.asarray(y))
+    finally:
+        for fq in fqs:
+            fq.bypass = False
+    return np.concatenate(probs).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
 @dataclass

@@ -223,6 +223,10 @@ class QatInfo(Doc):
     observed_images: int = Field(description="calibration images that set the starting ranges")
     loss_by_epoch: list[float]
     seconds: float
+    finetuned_float: ArtifactRef | None = Field(
+        default=None, description="validation probabilities of the fine-tuned weights in float (fake quantization "
+                                  "passed through): int8-qat's own float reference")
+    finetuned_float_val_top1: float | None = Field(default=None, description="their top-1, percent")
 
 
 class ConvertReport(Versioned):

@@ -91,7 +91,7 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
     doc_key = layout.convert_json(run_id, arch, fmt)
     earlier = stepcache.earlier_result(store, STEP, cache_key, run_id=run_id, doc_key=doc_key, model=ConvertReport,
                                        force=settings.force, reuse_steps=settings.reuse, log=log,
-                                       files=lambda doc: [doc.model.key])
+                                       files=_files)
     if earlier:
         doc, how = earlier
         return {**how, "size_mb": doc.size_mb}
@@ -109,9 +109,10 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
             return progress.track(images_one_by_one(), "int8 calibration", total=len(images), unit="images")
     t0 = time.monotonic()
     debug_layers, float_layers, calibrated, qat = None, [], None, None
-    tmp_dir = tempfile.TemporaryDirectory()
+    tmp_dir = None
     if fmt == "int8-qat":
-        saved_model, qat = _quantization_aware(store, run, manifest, train, images, settings.qat_epochs,
+        tmp_dir = tempfile.TemporaryDirectory()
+        saved_model, qat = _quantization_aware(store, run_id, run, manifest, train, images, settings.qat_epochs,
                                                Path(tmp_dir.name), log, settings.jit_compile)
     if percentile < quantdebug.MINMAX_PERCENTILE:
         calibrated = quantdebug.percentile_ranges(quantdebug.calibrate(saved_model, representative), representative,
@@ -163,16 +164,31 @@ def run_convert(settings: ConvertSettings, store: ArtifactStore) -> dict:
         cache_key=cache_key, code_version=code_version(),
     )
     store.put_json(doc_key, report)
-    stepcache.publish(store, STEP, cache_key, run_id, doc_key, [info.key])
-    tmp_dir.cleanup()
+    stepcache.publish(store, STEP, cache_key, run_id, doc_key, _files(report))
+    if tmp_dir is not None:
+        tmp_dir.cleanup()
     return {"cached": False, "size_mb": report.size_mb, "seconds": report.seconds,
             "input": f"{inp.dtype}{inp.shape}", "ops": sum(ops.values()), "dynamic_tensors": dynamic,
             "gpu_compatible": gpu.compatible, "gpu_unsupported_ops": sorted({i.op for i in gpu.ops})}
 
 
-def _quantization_aware(store: ArtifactStore, run, manifest, train: TrainReport, calibration, epochs: int,
-                        work: Path, log, jit_compile: str = "auto") -> tuple[Path, QatInfo]:
-    """Fine-tune the trained model with fake-quantized activations (common.qat); its SavedModel."""
+def _files(doc: ConvertReport) -> list[str]:
+    """The store files a convert.json stands for."""
+    return [doc.model.key] + ([doc.qat.finetuned_float.key] if doc.qat and doc.qat.finetuned_float else [])
+
+
+def _quantization_aware(store: ArtifactStore, run_id: str, run, manifest, train: TrainReport, calibration,
+                        epochs: int, work: Path, log, jit_compile: str = "auto") -> tuple[Path, QatInfo]:
+    """Fine-tune the trained model with fake-quantized activations (common.qat); its SavedModel.
+
+    The fine-tuned weights are also scored in float on the validation split (fake quantization
+    passed through) and their probabilities stored: the extra epochs train as well as quantize,
+    and only that reference tells the two apart.
+    """
+    import io
+
+    import numpy as np
+
     from common import dataset as data
     from common import qat, training
     from common.archs import get_arch
@@ -187,9 +203,16 @@ def _quantization_aware(store: ArtifactStore, run, manifest, train: TrainReport,
                         manifest.splits["train"].count, recipe=recipe, epochs=epochs, batch_size=train.batch_size,
                         seed=run.params.seed, calibration=calibration,
                         callbacks=[progress.keras_callback(epochs)], jit_compile=jit_compile)
+    val = data.load_split(shard_paths(store, manifest, "validation"), size, 64, training=False)
+    probs, labels = qat.float_predictions(out.model, val)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, probs=probs, labels=labels)
+    ref = store.put_bytes(layout.qat_float_predictions(run_id, train.arch), buf.getvalue())
     info = QatInfo(epochs=epochs, steps=out.steps, batch_size=out.batch_size, learning_rate=out.learning_rate,
                    optimizer=out.optimizer, ema_decay=out.ema_decay, fake_quant_layers=out.fake_quant_layers,
-                   observed_images=out.observed_images, loss_by_epoch=out.loss_by_epoch, seconds=out.seconds)
+                   observed_images=out.observed_images, loss_by_epoch=out.loss_by_epoch, seconds=out.seconds,
+                   finetuned_float=ArtifactRef(key=ref.key, sha256=ref.sha256 or "", size=ref.size),
+                   finetuned_float_val_top1=round(float(100.0 * (probs.argmax(axis=1) == labels).mean()), 3))
     log.info("qat_done", **info.model_dump())
     return export_saved_model(out.model, work / "qat_saved_model"), info
 

@@ -1,8 +1,10 @@
 """The whole study on one machine, tiny: the DESIGN.md tree, results last, re-runs cached, later runs reusing
 the models of the first, runs compared."""
 
+import io
 import json
 
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
@@ -202,6 +204,28 @@ def test_convert_job_with_percentile_ranges_makes_another_int8_model_on_raw_pixe
     assert after.dynamic_tensors == 0
 
 
+def test_calibration_sweep_converts_the_runs_model_at_another_sample_count(two_runs, tmp_path, monkeypatch):
+    """bench.calsweep: the run's int8 conversion with another calibration count, a process of its
+    own beside the bench's jobs; the model takes raw pixels and runs in LiteRT, the run is untouched."""
+    from bench import calsweep
+    from common.evaluation import TFLiteClassifier
+
+    monkeypatch.setenv("SCENEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    store, *_ = two_runs
+    before = sorted(store.list("runs/run-a/"))
+    out = tmp_path / "sweep" / "int8-cal7.tflite"
+    assert calsweep.main(["--store", str(store.root), "--run-id", "run-a", "--arch", "mobilenet_v2",
+                          "--samples", "7", "--out", str(out)]) == 0
+    clf = TFLiteClassifier(out, num_threads=1)
+    assert clf.input["dtype"] == np.uint8 and clf.input["quantization"] == (1.0, 0)
+    probs = clf.predict_one(np.full((*clf.input_size, 3), 128.0, dtype=np.float32))
+    assert probs.shape[-1] == 30 and np.isfinite(probs).all()
+    assert sorted(store.list("runs/run-a/")) == before
+    with pytest.raises(SystemExit):
+        calsweep.main(["--store", str(store.root), "--run-id", "run-a", "--arch", "mobilenet_v2",
+                       "--samples", "0", "--out", str(out)])
+
+
 def test_convert_job_int8_qat_fine_tunes_then_converts_to_raw_pixel_int8(two_runs, tmp_path, monkeypatch):
     """`--format int8-qat`: a fine-tuning with fake-quantized activations on the run's training split,
     recorded in convert.json, then a full-integer model on raw pixels with its debugger report. The
@@ -230,6 +254,14 @@ def test_convert_job_int8_qat_fine_tunes_then_converts_to_raw_pixel_int8(two_run
     assert doc.model.sha256 != int8.model.sha256
     debug = copy.get_model(layout.quant_debug_json("run-a", "mobilenet_v2", "int8-qat"), QuantDebugReport)
     assert debug.layers and debug.model_sha256 == doc.model.sha256
+    # the fine-tuned weights in float, scored on the validation split: int8-qat's own reference
+    ref = doc.qat.finetuned_float
+    assert ref is not None and ref.key == layout.qat_float_predictions("run-a", "mobilenet_v2")
+    npz = np.load(io.BytesIO(copy.get_bytes(ref.key, sha256=ref.sha256)))
+    keras_ref = np.load(io.BytesIO(copy.get_bytes(layout.keras_val_predictions("run-a", "mobilenet_v2"))))
+    assert npz["labels"].tolist() == keras_ref["labels"].tolist()
+    assert npz["probs"].shape == keras_ref["probs"].shape
+    assert doc.qat.finetuned_float_val_top1 == round(float(100.0 * (npz["probs"].argmax(1) == npz["labels"]).mean()), 3)
     # a second call finds its own result
     assert convert.main(["--store", str(copy_dir), "--run-id", "run-a", "--arch", "mobilenet_v2", "--format",
                          "int8-qat", "--calibration-samples", "20", "--reuse", "none"]) == 0

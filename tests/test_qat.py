@@ -72,6 +72,24 @@ def test_the_copy_computes_what_the_original_does_until_quantized(mobilenet):
             fq.observing = False
 
 
+def test_float_predictions_pass_every_range_through_and_leave_the_ranges_alone(mobilenet):
+    """int8-qat's float reference: the fake-quantized copy with every FakeQuant bypassed scores
+    what the float weights score, and the ranges learnt stay as they were (and in use after)."""
+    copy, _ = qat.quantize_model(mobilenet)
+    x = _images(6)
+    qat.observe_ranges(copy, [x])
+    fqs = qat.fake_quant_layers(copy)
+    before = [(float(fq.range_min.numpy()), float(fq.range_max.numpy())) for fq in fqs]
+    labels = np.arange(6) % 5
+    probs, got_labels = qat.float_predictions(copy, [(x[:4], labels[:4]), (x[4:], labels[4:])])
+    np.testing.assert_allclose(probs, np.asarray(mobilenet(x)), atol=1e-5)
+    assert got_labels.tolist() == labels.tolist() and probs.dtype == np.float32
+    assert [(float(fq.range_min.numpy()), float(fq.range_max.numpy())) for fq in fqs] == before
+    assert not any(fq.bypass for fq in fqs)
+    # with the ranges in use again the outputs are the quantized ones, not the float ones
+    assert np.abs(np.asarray(copy(x)) - probs).max() > 1e-4
+
+
 def test_fine_tuned_ranges_are_the_int8_models_scales(mobilenet, tmp_path):
     """The moving ranges move in training, and the converter keeps every one of them as a tensor's scale."""
     import tensorflow as tf
