@@ -18,6 +18,7 @@ import yaml
 
 from common.archs import ARCH_NAMES
 from common.errors import ConfigError
+from common.schemas import FORMATS
 from common.settings import JobSettings, load
 from tests.fixtures.argo_failures import FAILED_NODES
 
@@ -322,6 +323,32 @@ def test_container_arguments_parse_with_the_real_job_parser(template_name, conta
         for argv in itertools.product(*variants):
             ns = parse_job_args(module_name, list(argv))
             assert getattr(ns, "run_id", None) == "scenebench-x7k2p"
+
+
+def test_int8_qat_fine_tunes_on_a_training_pod_and_every_other_format_converts_on_a_conversion_pod():
+    """int8-qat trains before it converts: a CPU conversion pod with a 45-minute deadline cannot
+    fine-tune a full-size network. Exactly one of the two conversions runs for each format, and
+    what follows waits for whichever ran."""
+    from jobs.convert import ConvertSettings
+
+    templates = templates_by_name()
+    tasks = {t["name"]: t for t in templates["model"]["dag"]["tasks"]}
+    def when(expr: str, fmt: str) -> bool:  # the one form used: 'a' == 'b' or 'a' != 'b' (govaluate)
+        m = re.fullmatch(r"'([^']*)' (==|!=) '([^']*)'", expr.replace("{{inputs.parameters.format}}", fmt))
+        assert m, expr
+        return (m[1] == m[3]) == (m[2] == "==")
+
+    for fmt in FORMATS:
+        ran = [name for name in ("convert", "convert-qat") if when(tasks[name]["when"], fmt)]
+        assert ran == (["convert-qat"] if fmt == "int8-qat" else ["convert"]), (fmt, ran)
+    for name in ("evaluate", "bench-plan"):
+        assert tasks[name]["depends"] == "convert.Succeeded || convert-qat.Succeeded"
+    qat, train = templates["convert-qat"], templates["train"]
+    assert qat["podSpecPatch"] == train["podSpecPatch"]  # a GPU when the training pods have one
+    assert "--qat-epochs={{workflow.parameters.qat-epochs}}" in qat["container"]["args"]
+    assert qat["container"]["command"] == templates["convert"]["container"]["command"]
+    assert default_parameters()["qat-epochs"] == str(ConvertSettings.model_fields["qat_epochs"].default)
+    assert seconds(qat["timeout"]) > seconds(templates["convert"]["timeout"])
 
 
 def test_expand_yields_both_branches_of_an_expression():

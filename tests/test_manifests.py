@@ -216,10 +216,12 @@ def test_production_overlay_has_no_minio_and_archives_to_the_jobs_bucket():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_training_pod_patch_is_a_valid_pod_spec(overlay):
-    """Argo substitutes the parameters into the train step's podSpecPatch: the result must be a pod spec."""
+@pytest.mark.parametrize("template", ["train", "convert-qat"])
+def test_training_pod_patch_is_a_valid_pod_spec(overlay, template):
+    """Argo substitutes the parameters into the train step's podSpecPatch (and int8-qat's conversion,
+    which fine-tunes on a training pod): the result must be a pod spec."""
     (wt,) = by_kind(overlay, "WorkflowTemplate").values()
-    train = next(t for t in wt["spec"]["templates"] if t["name"] == "train")
+    train = next(t for t in wt["spec"]["templates"] if t["name"] == template)
     text = train["podSpecPatch"]
     for name, value in template_params(overlay).items():
         text = text.replace("{{workflow.parameters.%s}}" % name, value)
@@ -300,8 +302,8 @@ def test_every_image_is_pinned(overlay):
 def test_every_container_has_resources(overlay):
     for where, _, containers, _ in pods(overlay):
         for c in containers:
-            if where.endswith(":train"):
-                continue  # its resources are parameters, set through podSpecPatch (checked above)
+            if where.endswith((":train", ":convert-qat")):
+                continue  # their resources are parameters, set through podSpecPatch (checked above)
             resources = c.get("resources", {})
             assert resources.get("requests"), f"{where}/{c['name']} has no requests"
             assert resources.get("limits", {}).get("memory"), f"{where}/{c['name']} has no memory limit"
