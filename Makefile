@@ -22,6 +22,9 @@ RUN_ID      ?=
 # Steps a run may take from an earlier run with the same inputs (empty: the default, train,convert,evaluate).
 REUSE       ?=
 PYTEST_ARGS ?=
+# Test processes: one per core (pytest-xdist), each taking whole files so that a module's
+# fixtures (a trained run, a converted model) are built once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -58,7 +61,7 @@ run: install ## Run the whole study on this machine (synthetic data by default) 
 		$(if $(REUSE),--reuse $(REUSE))
 
 test: install ## Run the test suite (what CI runs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install ## Run the tests that train or convert no model
 	$(PY) -m pytest -m 'not slow and not cluster' $(PYTEST_ARGS)

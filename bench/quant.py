@@ -253,9 +253,13 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
         _, manifest = load_run(store, rid)
         val["images"], val["labels"] = validation_set(store, manifest, size)
 
-    def predicted(key_of_model: Callable[[], Path]) -> Callable[[], np.ndarray]:
-        # one thread per model: two jobs may be running beside it
-        return lambda: predict(key_of_model(), val["images"], num_threads=1)
+    def predicted(key_of_model: Callable[[], Path], name: str) -> Callable[[], np.ndarray]:
+        def go():  # one thread per model: two jobs may be running beside it
+            t = time.monotonic()
+            out = predict(key_of_model(), val["images"], num_threads=1)
+            timings[f"predict_{name}_s"] = round(time.monotonic() - t, 1)
+            return out
+        return go
 
     def tflite(run: str, arch: str, fmt: str) -> Callable[[], Path]:
         def path():
@@ -281,12 +285,14 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
                     *(_jit(arch) if fmt == "int8-qat" else [])]
             tasks += [Task(name, job(f"convert_{arch}_{fmt}", "convert", rid, args), deps,
                            QAT_SECONDS.get(arch, 300) if fmt == "int8-qat" else CONVERT_SECONDS),
-                      Task(f"predict/{rid}/{arch}/{fmt}", predicted(tflite(rid, arch, fmt)), (name, "validation"),
-                           seconds=5)]
+                      Task(f"predict/{rid}/{arch}/{fmt}", predicted(tflite(rid, arch, fmt), f"{arch}_{fmt}"),
+                           (name, "validation"), seconds=5)]
         for pct, prid in runs.items():
             if prid == rid:
                 continue
-            tasks.append(Task(f"train/{prid}/{arch}", job(f"train_{arch}_p{pct:g}", "train", prid, ["--arch", arch, *epochs]),
+            # the trained model, from the step cache
+            tasks.append(Task(f"train/{prid}/{arch}",
+                              job(f"train_{arch}_p{pct:g}", "train", prid, ["--arch", arch, *epochs]),
                               (f"train/{arch}", f"prepare/{prid}"), seconds=15))
             for fmt in ranged:
                 name = f"convert/{prid}/{arch}/{fmt}"
@@ -294,8 +300,9 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
                         "--calibration-percentile", f"{pct:g}"]
                 tasks += [Task(name, job(f"convert_{arch}_{fmt}_p{pct:g}", "convert", prid, args),
                                (f"train/{prid}/{arch}", f"convert/{rid}/{arch}/float32"), CONVERT_SECONDS),
-                          Task(f"predict/{prid}/{arch}/{fmt}", predicted(tflite(prid, arch, fmt)),
-                               (name, "validation"), seconds=5)]
+                          Task(f"predict/{prid}/{arch}/{fmt}",
+                               predicted(tflite(prid, arch, fmt), f"{arch}_{fmt}_p{pct:g}"), (name, "validation"),
+                               seconds=5)]
         if "int8" in formats:
             for n in sweep:
                 if n == DEFAULT_CALIBRATION:
@@ -303,7 +310,7 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
                 path = work / "sweep" / rid / arch / f"int8-cal{n}.tflite"
                 tasks += [Task(f"sweep/{arch}/{n}", _sweep_job(store_uri, rid, arch, n, path, env, log, timings),
                                (f"convert/{rid}/{arch}/float32",), CONVERT_SECONDS * max(1.0, n / 500)),
-                          Task(f"predict/sweep/{arch}/{n}", predicted(lambda p=path: p),
+                          Task(f"predict/sweep/{arch}/{n}", predicted(lambda p=path: p, f"{arch}_int8_cal{n}"),
                                (f"sweep/{arch}/{n}", "validation"), seconds=5)]
     print(f"bench-quant: {len(tasks)} tasks, {workers} at a time", flush=True)
     done = run_tasks(tasks, workers)

@@ -331,6 +331,12 @@ class EvalReport(Versioned):
     top3_ci: Interval | None = None
     drop_top1_test: PairedTest | None = Field(default=None, description="Keras minus this model, paired on the images")
     drop_top3_test: PairedTest | None = None
+    finetuned_float_top1: float | None = Field(
+        default=None, description="int8-qat: top-1 of its fine-tuned weights in float (fake quantization passed "
+                                  "through), percent")
+    drop_top1_vs_finetuned_test: PairedTest | None = Field(
+        default=None, description="int8-qat: its fine-tuned weights in float minus this model, paired on the images "
+                                  "(what the conversion lost, apart from what the fine-tuning trained)")
     per_image: PerImage | None = None
     ties: TieRanges | None = None
     seconds: float

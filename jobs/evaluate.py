@@ -74,6 +74,15 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
             test3 = paired_test(topk_correct(ref["probs"], labels, 3), s["top3_correct"])
         else:
             log.warning("keras_reference_mismatch", detail="validation labels differ; no drop computed")
+    finetuned_top1 = finetuned_test = None
+    tuned_ref = conv.qat.finetuned_float if conv.qat else None
+    if tuned_ref is not None:  # int8-qat: its own fine-tuned weights in float, on the same images
+        tuned = np.load(io.BytesIO(store.get_bytes(tuned_ref.key, sha256=tuned_ref.sha256)))
+        if tuned["labels"].shape == labels.shape and (tuned["labels"] == labels).all():
+            finetuned_top1 = accuracy(tuned["probs"], labels, 1)
+            finetuned_test = paired_test(topk_correct(tuned["probs"], labels, 1), s["top1_correct"])
+        else:
+            log.warning("finetuned_reference_mismatch", detail="validation labels differ; no drop computed")
     names = [c.name for c in sorted(manifest.classes, key=lambda c: c.index)]
     report = EvalReport(
         run_id=run_id, arch=arch, format=fmt, model_sha256=conv.model.sha256, count=s["count"],
@@ -87,6 +96,8 @@ def run_evaluate(settings: EvaluateSettings, store: ArtifactStore) -> dict:
         drop_top3=None if keras_top3 is None else round(keras_top3 - s["top3"], 4),
         agreement_with_keras=None if agree is None else round(agree, 4),
         top1_ci=s["top1_ci"], top3_ci=s["top3_ci"], drop_top1_test=test1, drop_top3_test=test3,
+        finetuned_float_top1=None if finetuned_top1 is None else round(finetuned_top1, 4),
+        drop_top1_vs_finetuned_test=finetuned_test,
         per_image=s["per_image"], ties=s["ties"],
         seconds=round(time.monotonic() - t0, 2), cache_key=cache_key, code_version=code_version(),
     )

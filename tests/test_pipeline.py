@@ -262,6 +262,16 @@ def test_convert_job_int8_qat_fine_tunes_then_converts_to_raw_pixel_int8(two_run
     assert npz["labels"].tolist() == keras_ref["labels"].tolist()
     assert npz["probs"].shape == keras_ref["probs"].shape
     assert doc.qat.finetuned_float_val_top1 == round(float(100.0 * (npz["probs"].argmax(1) == npz["labels"]).mean()), 3)
+    # the evaluate step compares the int8-qat model with those weights too, on the same images
+    from jobs import evaluate
+
+    assert evaluate.main(["--store", str(copy_dir), "--run-id", "run-a", "--arch", "mobilenet_v2", "--format",
+                          "int8-qat", "--reuse", "none"]) == 0
+    ev = copy.get_model(layout.eval_json("run-a", "mobilenet_v2", "int8-qat"), EvalReport)
+    assert ev.finetuned_float_top1 == pytest.approx(doc.qat.finetuned_float_val_top1, abs=1e-3)
+    t = ev.drop_top1_vs_finetuned_test
+    assert t is not None and t.diff == pytest.approx(ev.finetuned_float_top1 - ev.top1, abs=1e-3)
+    assert t.ci.lo <= t.diff <= t.ci.hi
     # a second call finds its own result
     assert convert.main(["--store", str(copy_dir), "--run-id", "run-a", "--arch", "mobilenet_v2", "--format",
                          "int8-qat", "--calibration-samples", "20", "--reuse", "none"]) == 0

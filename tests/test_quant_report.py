@@ -30,3 +30,21 @@ def test_worst_layers_of_each_integer_model(fixture_run):
 def test_no_debugger_reports_no_table(fixture_run):
     text = render_report(fixture_run.results, fixture_run.evals, fixture_run.benches)
     assert parse(text).root.find_all("table", id="worst-layers") == []
+
+
+def test_int8_qat_is_shown_against_its_own_fine_tuned_weights(fixture_run):
+    """int8-qat's difference from Keras mixes extra training with rounding: the report adds what it
+    loses against its fine-tuned weights in float, with the interval and the McNemar p."""
+    from common.schemas import Interval, PairedTest
+
+    (arch, fmt), ev = next(iter(fixture_run.evals.items()))
+    test = PairedTest(diff=0.5, ci=Interval(lo=-0.5, hi=1.5), first_only=9, second_only=6, p_value=0.61)
+    evals = {**fixture_run.evals, (arch, fmt): ev.model_copy(update={
+        "finetuned_float_top1": ev.top1 + 0.5, "drop_top1_vs_finetuned_test": test})}
+    section = parse(render_report(fixture_run.results, evals, fixture_run.benches)).root.find("section", id="conversion")
+    text = section.text()
+    assert "Against its own fine-tuned weights in float" in text
+    assert f"{ev.top1 + 0.5:.2f} %, this model {ev.top1:.2f} %: lost 0.50 ±1.00 pts top-1 (McNemar p 0.61)" in text
+    # without the reference, no such note
+    plain = parse(render_report(fixture_run.results, fixture_run.evals, fixture_run.benches)).root
+    assert "fine-tuned weights" not in plain.find("section", id="conversion").text()
