@@ -141,15 +141,13 @@ def host_ms(path: Path, runs: int = 20, trials: int = 5) -> float:
 
 def row(arch: str, fmt: str, n_cal: int, labels, float_pred, pred, keras_pred, size_bytes: int, ms: float,
         extra: dict | None = None) -> dict:
-    from common.stats import mcnemar_exact, paired_difference_interval
+    from common.evaluation import paired_test
 
     ok_f, ok_q = float_pred == labels, pred == labels
-    float_top1, top1 = 100.0 * ok_f.mean(), 100.0 * ok_q.mean()
-    ci = paired_difference_interval(ok_f, ok_q)
+    drop = paired_test(ok_f, ok_q, digits=3)
     return {"arch": arch, "format": fmt, "calibration_samples": n_cal,
-            "float_top1": round(float(float_top1), 3), "top1": round(float(top1), 3),
-            "drop_pts": round(float(float_top1 - top1), 3), "drop_ci95": [round(ci.lo, 3), round(ci.hi, 3)],
-            "mcnemar_p": round(mcnemar_exact(ok_f, ok_q).p_value, 6),
+            "float_top1": round(float(100.0 * ok_f.mean()), 3), "top1": round(float(100.0 * ok_q.mean()), 3),
+            "drop_pts": drop.diff, "drop_ci95": [drop.ci.lo, drop.ci.hi], "mcnemar_p": round(drop.p_value, 6),
             "agreement": round(float(100.0 * (pred == keras_pred).mean()), 3),
             "size_mb": round(size_bytes / 1e6, 3), "host_ms": ms, "images": int(len(labels)), **(extra or {})}
 
@@ -263,6 +261,11 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
             return out
         return go
 
+    def sweep_models(arch: str) -> dict[int, Path]:
+        """The sweep's int8 models by calibration count (the default count is the convert job's own int8)."""
+        counts = [n for n in sweep if n != DEFAULT_CALIBRATION] if "int8" in formats else []
+        return {n: work / "sweep" / rid / arch / f"int8-cal{n}.tflite" for n in counts}
+
     def tflite(run: str, arch: str, fmt: str) -> Callable[[], Path]:
         def path():
             store = open_store(store_uri)
@@ -305,15 +308,11 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
                           Task(f"predict/{prid}/{arch}/{fmt}",
                                predicted(tflite(prid, arch, fmt), f"{arch}_{fmt}_p{pct:g}"), (name, "validation"),
                                seconds=5)]
-        if "int8" in formats:
-            for n in sweep:
-                if n == DEFAULT_CALIBRATION:
-                    continue  # the convert job's own int8 row
-                path = work / "sweep" / rid / arch / f"int8-cal{n}.tflite"
-                tasks += [Task(f"sweep/{arch}/{n}", _sweep_job(store_uri, rid, arch, n, path, env, log, timings),
-                               (f"convert/{rid}/{arch}/float32",), CONVERT_SECONDS * max(1.0, n / 500)),
-                          Task(f"predict/sweep/{arch}/{n}", predicted(lambda p=path: p, f"{arch}_int8_cal{n}"),
-                               (f"sweep/{arch}/{n}", "validation"), seconds=5)]
+        for n, path in sweep_models(arch).items():
+            tasks += [Task(f"sweep/{arch}/{n}", _sweep_job(store_uri, rid, arch, n, path, env, log, timings),
+                           (f"convert/{rid}/{arch}/float32",), CONVERT_SECONDS * max(1.0, n / 500)),
+                      Task(f"predict/sweep/{arch}/{n}", predicted(lambda p=path: p, f"{arch}_int8_cal{n}"),
+                           (f"sweep/{arch}/{n}", "validation"), seconds=5)]
     print(f"bench-quant: {len(tasks)} tasks, {workers} at a time", flush=True)
     done = run_tasks(tasks, workers)
     timings["jobs_wall_s"] = round(time.monotonic() - started, 1)
@@ -342,21 +341,17 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
                 if store.exists(layout.quant_debug_json(prid, arch, fmt)):
                     state["debug"][tag] = _worst5(store.get_model(layout.quant_debug_json(prid, arch, fmt),
                                                                   QuantDebugReport))
+                pred = done[f"predict/{prid}/{arch}/{fmt}"]
                 extra = {"weights_quantization": conv.weights_quantization, "float_layers": conv.float_layers,
                          "input_dtype": conv.input.dtype, "calibration_percentile": pct,
                          **({} if prid == rid else {"run_id": prid}),
-                         **(_finetuned(store, conv, labels, done[f"predict/{prid}/{arch}/{fmt}"]) if conv.qat else {})}
-                state["rows"].append(row(arch, fmt, conv.calibration_samples, labels, float_pred,
-                                         done[f"predict/{prid}/{arch}/{fmt}"], keras_pred, conv.model.size,
-                                         host_ms(path), extra))
-        if "int8" in formats:
-            for n in sweep:
-                if n == DEFAULT_CALIBRATION:
-                    continue
-                path = work / "sweep" / rid / arch / f"int8-cal{n}.tflite"
-                state["rows"].append(row(arch, "int8", n, labels, float_pred, done[f"predict/sweep/{arch}/{n}"],
-                                         keras_pred, path.stat().st_size, host_ms(path),
-                                         {"sweep": True, "calibration_percentile": 100.0}))
+                         **(_finetuned(store, conv, labels, pred) if conv.qat else {})}
+                state["rows"].append(row(arch, fmt, conv.calibration_samples, labels, float_pred, pred, keras_pred,
+                                         conv.model.size, host_ms(path), extra))
+        for n, path in sweep_models(arch).items():
+            state["rows"].append(row(arch, "int8", n, labels, float_pred, done[f"predict/sweep/{arch}/{n}"],
+                                     keras_pred, path.stat().st_size, host_ms(path),
+                                     {"sweep": True, "calibration_percentile": 100.0}))
     timings["rows_and_host_times_s"] = round(time.monotonic() - t_rows, 1)
     return _write(out, state)
 
@@ -364,7 +359,7 @@ def run(out: Path, work: Path, archs: list[str], formats: list[str], sweep: list
 def _finetuned(store, conv, labels, pred) -> dict:
     """int8-qat against the fine-tuned weights in float (the convert job's reference): the part of
     the difference that quantization makes, apart from what the extra epochs trained."""
-    from common.stats import mcnemar_exact, paired_difference_interval
+    from common.evaluation import paired_test
 
     ref = conv.qat.finetuned_float
     if ref is None:
@@ -373,11 +368,9 @@ def _finetuned(store, conv, labels, pred) -> dict:
     if not (npz["labels"] == labels).all():
         raise SystemExit(f"{conv.arch}: the fine-tuned float predictions are in a different order than the validation set")
     ok_f, ok_q = npz["probs"].argmax(axis=1) == labels, pred == labels
-    ci = paired_difference_interval(ok_f, ok_q)
-    return {"finetuned_float_top1": round(float(100.0 * ok_f.mean()), 3),
-            "drop_vs_finetuned_pts": round(float(100.0 * (ok_f.mean() - ok_q.mean())), 3),
-            "drop_vs_finetuned_ci95": [round(ci.lo, 3), round(ci.hi, 3)],
-            "mcnemar_p_vs_finetuned": round(mcnemar_exact(ok_f, ok_q).p_value, 6)}
+    drop = paired_test(ok_f, ok_q, digits=3)
+    return {"finetuned_float_top1": round(float(100.0 * ok_f.mean()), 3), "drop_vs_finetuned_pts": drop.diff,
+            "drop_vs_finetuned_ci95": [drop.ci.lo, drop.ci.hi], "mcnemar_p_vs_finetuned": round(drop.p_value, 6)}
 
 
 def _sweep_job(store_uri: str, rid: str, arch: str, n: int, path: Path, env: dict, log, timings: dict):
