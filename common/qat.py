@@ -21,6 +21,7 @@ activations' (the debugger's per-layer figures for the int8 models).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -203,21 +204,30 @@ def fake_quant_layers(model) -> list:
     return [layer for layer in _all_layers(model) if isinstance(layer, fq_cls)]
 
 
-def observe_ranges(model, batches: Iterable[np.ndarray]) -> int:
-    """Set every FakeQuant's starting range to the min/max of its tensor over `batches` (eager)."""
+@contextlib.contextmanager
+def _every_fake_quant(model, mode: str):
+    """Every FakeQuant of `model` in `mode` ("observing" or "bypass") while the block runs (eager
+    calls only: a traced function keeps the mode it was traced in); yields the layers."""
     fqs = fake_quant_layers(model)
     for fq in fqs:
-        fq.observing = True
-        fq.range_min.assign(0.0)
-        fq.range_max.assign(0.0)
-    n = 0
+        setattr(fq, mode, True)
     try:
+        yield fqs
+    finally:
+        for fq in fqs:
+            setattr(fq, mode, False)
+
+
+def observe_ranges(model, batches: Iterable[np.ndarray]) -> int:
+    """Set every FakeQuant's starting range to the min/max of its tensor over `batches` (eager)."""
+    n = 0
+    with _every_fake_quant(model, "observing") as fqs:
+        for fq in fqs:
+            fq.range_min.assign(0.0)
+            fq.range_max.assign(0.0)
         for batch in batches:
             model(np.asarray(batch, dtype=np.float32), training=False)
             n += len(batch)
-    finally:
-        for fq in fqs:
-            fq.observing = False
     return n
 
 
@@ -225,17 +235,11 @@ def float_predictions(model, batches: Iterable) -> tuple[np.ndarray, np.ndarray]
     """Probabilities of a fake-quantized model with every FakeQuant passed through (eager), and
     the labels: what its fine-tuned weights score in float, the reference that separates what
     quantization costs from what the extra training gained. `batches`: (images, integer labels)."""
-    fqs = fake_quant_layers(model)
-    for fq in fqs:
-        fq.bypass = True
     probs, labels = [], []
-    try:
+    with _every_fake_quant(model, "bypass"):
         for x, y in batches:
             probs.append(np.asarray(model(np.asarray(x, dtype=np.float32), training=False)))
             labels.append(np.asarray(y))
-    finally:
-        for fq in fqs:
-            fq.bypass = False
     return np.concatenate(probs).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
